@@ -1,0 +1,33 @@
+"""Records at the edges of the flow: raw input messages and dead letters."""
+from __future__ import annotations
+
+import msgspec
+
+
+class RawMessage(msgspec.Struct, array_like=True):
+    """One input message as it arrived, before any decoding.
+
+    `topic`/`partition`/`offset` are set for Kafka input; file input uses the file name as
+    topic, partition 0 and the line number as offset, so every dead letter points somewhere.
+    """
+
+    value: bytes
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+    timestamp_ms: int = 0
+    key: bytes | None = None
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """Input that could not become an event, with a reason a human can act on."""
+
+    raw: bytes
+    reason: str
+    field: str = ""
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+    source: str = ""
+    event_id: str = ""
+    ingest_time_ms: int = 0
