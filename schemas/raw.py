@@ -24,6 +24,8 @@ class DeadLetter(msgspec.Struct, kw_only=True):
 
     raw: bytes
     reason: str
+    # Short stable category for counting (malformed_json, unknown_event_type, duplicate, ...).
+    code: str = ""
     field: str = ""
     topic: str = ""
     partition: int = -1

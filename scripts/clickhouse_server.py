@@ -1,0 +1,307 @@
+"""A real ClickHouse HTTP server on 127.0.0.1, served by chdb, for development and CI.
+
+The `http://` DSN path of the hub and the ClickHouse-outage fault (stop the server, keep
+producing, restart it on the same data) need a real server; Debian's clickhouse-server is
+too old and there is no Docker here. chdb (ClickHouse 26.x in-process) can serve the real
+HTTP interface: with ``config.xml`` (listen_host, http_port) in its working directory,
+``SYSTEM START LISTEN HTTP; SELECT count() FROM file('FIFO', 'LineAsString', ...)`` serves
+HTTP and blocks until a line is written to the named pipe FIFO. SIGTERM also stops it, and
+the data directory survives restarts. One chdb path per process, so the server always runs
+in its own process.
+
+    python scripts/clickhouse_server.py serve --data DIR --port PORT   # foreground
+    python scripts/clickhouse_server.py start --data DIR [--port PORT] # background; prints URL
+    python scripts/clickhouse_server.py stop RUN_DIR
+
+Importable: ``start(data_dir, port=None) -> Server`` and ``stop(server)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+FIFO_NAME = "stop.fifo"
+SCRIPT = Path(__file__).resolve()
+
+
+class ServerError(RuntimeError):
+    """A failure with a message a human can act on (printed as one line by the CLI)."""
+
+
+@dataclass
+class Server:
+    """A running server: its port, process, data directory and run directory (FIFO, log)."""
+
+    port: int
+    pid: int
+    data_dir: Path
+    run_dir: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def fifo(self) -> Path:
+        return self.run_dir / FIFO_NAME
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "server.log"
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(data_dir: Path, port: int, run_dir: Path) -> None:
+    """Serve HTTP on 127.0.0.1:port from data_dir until a line arrives on run_dir/FIFO.
+
+    Runs in the calling process (chdb holds one path per process). chdb reports a failed
+    listen or a locked data dir only on stderr and returns an empty result, so an empty
+    result is the failure signal.
+    """
+    import chdb._chdb as chdb_native  # lazy: start/stop do not need chdb
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.xml").write_text(
+        f"<clickhouse><listen_host>127.0.0.1</listen_host><http_port>{port}</http_port></clickhouse>\n"
+    )
+    fifo = run_dir / FIFO_NAME
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)
+    (run_dir / "pid").write_text(f"{os.getpid()}\n")
+    (run_dir / "port").write_text(f"{port}\n")
+    (run_dir / "data_dir").write_text(f"{data_dir}\n")
+    os.chdir(run_dir)  # chdb reads config.xml and resolves file('...') from the cwd
+    # Python's SIGINT handler would only run after the blocking C call returns: let ^C kill.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        res = chdb_native.query(
+            f"SYSTEM START LISTEN HTTP; SELECT count() FROM file('{FIFO_NAME}', 'LineAsString', 'line String')",
+            "TabSeparated",
+            path=str(data_dir),
+        )
+    finally:
+        fifo.unlink(missing_ok=True)
+    if not res.bytes():
+        raise ServerError(f"chdb did not serve 127.0.0.1:{port} from {data_dir} (see the DB::Exception above)")
+
+
+def _alive(server: Server) -> bool:
+    if server.proc is not None:
+        return server.proc.poll() is None
+    try:
+        done, _ = os.waitpid(server.pid, os.WNOHANG)  # reap it if it is our child
+        if done == server.pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(server.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_our_server(server: Server) -> bool:
+    """Guards against signalling an unrelated process that reused a stale pid."""
+    if server.proc is not None:
+        return True
+    try:
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"serve" in cmdline and str(server.run_dir).encode() in cmdline
+
+
+def ping(port: int, timeout_s: float = 1.0) -> bool:
+    """True when GET /ping on 127.0.0.1:port answers `Ok.`."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=timeout_s) as resp:
+            return resp.status == 200 and resp.read().strip() == b"Ok."
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _last_error(log: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    for marker in ("DB::Exception", "Exception", "error"):
+        for ln in reversed(lines):
+            if marker in ln:
+                return ln[:400]
+    return lines[-1][:400] if lines else "empty log"
+
+
+def start(data_dir: str | os.PathLike[str], port: int | None = None,
+          timeout_s: float = START_TIMEOUT_S, run_dir: str | os.PathLike[str] | None = None) -> Server:
+    """Spawn `serve` in a subprocess and wait until /ping answers; raise ServerError if not.
+
+    With port=None a free port is picked (and re-picked once if another process grabs it
+    between the pick and the listen).
+    """
+    data = Path(data_dir).resolve()
+    attempts = 1 if port is not None else 2
+    last: ServerError | None = None
+    for _ in range(attempts):
+        try:
+            return _start_once(data, port if port is not None else free_port(), timeout_s, run_dir)
+        except ServerError as exc:
+            last = exc
+            if "Address already in use" not in str(exc):
+                break
+    assert last is not None
+    raise last
+
+
+def _start_once(data: Path, port: int, timeout_s: float,
+                run_dir: str | os.PathLike[str] | None) -> Server:
+    run = Path(run_dir).resolve() if run_dir else Path(tempfile.mkdtemp(prefix="hub-chserver-"))
+    run.mkdir(parents=True, exist_ok=True)
+    log_path = run / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "serve", "--data", str(data), "--port", str(port),
+             "--run-dir", str(run)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # not killed by a ^C meant for the parent
+        )
+    server = Server(port=port, pid=proc.pid, data_dir=data, run_dir=run, proc=proc)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise ServerError(f"clickhouse server exited with code {proc.returncode} during start: "
+                                  f"{_last_error(log_path)}")
+            if ping(port):
+                return server
+            if time.monotonic() > deadline:
+                raise ServerError(f"clickhouse server did not answer /ping on 127.0.0.1:{port} "
+                                  f"within {timeout_s:.0f}s (log: {log_path})")
+            time.sleep(0.05)  # polling interval between pings, bounded by the deadline
+    except BaseException:
+        stop(server)
+        raise
+
+
+def _wait_gone(server: Server, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(server):
+            return True
+        time.sleep(0.05)
+    return not _alive(server)
+
+
+def stop(server: Server, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Stop cleanly through the FIFO; SIGTERM, then SIGKILL, if it does not exit in time."""
+    if not _alive(server) or not _is_our_server(server):
+        return
+    try:
+        # Non-blocking open: fails with ENXIO when no reader waits on the FIFO (not yet or
+        # no longer serving) instead of hanging forever.
+        fd = os.open(server.fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno not in (errno.ENXIO, errno.ENOENT):
+            raise
+    else:
+        try:
+            os.write(fd, b"stop\n")
+        finally:
+            os.close(fd)
+        if _wait_gone(server, timeout_s):
+            return
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(server.pid, sig)
+        except ProcessLookupError:
+            return
+        if _wait_gone(server, wait):
+            return
+
+
+def restart(server: Server, timeout_s: float = START_TIMEOUT_S) -> Server:
+    """Stop and start again on the same data dir and port, so clients keep their URL."""
+    stop(server)
+    return start(server.data_dir, port=server.port, timeout_s=timeout_s)
+
+
+def server_in(run_dir: str | os.PathLike[str]) -> Server:
+    """The server recorded in RUN_DIR by `serve` (for `stop RUN_DIR` from another process)."""
+    run = Path(run_dir).resolve()
+    try:
+        pid = int((run / "pid").read_text().strip())
+        port = int((run / "port").read_text().strip())
+        data = Path((run / "data_dir").read_text().strip())
+    except (OSError, ValueError):
+        raise ServerError(f"no server recorded in {run} (missing or bad pid/port files)") from None
+    return Server(port=port, pid=pid, data_dir=data, run_dir=run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clickhouse_server",
+                                     description="Local ClickHouse HTTP server served by chdb.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_serve = sub.add_parser("serve", help="serve in the foreground until stopped")
+    p_serve.add_argument("--data", required=True, help="data directory (kept across restarts)")
+    p_serve.add_argument("--port", type=int, required=True)
+    p_serve.add_argument("--run-dir", help="where config.xml, the stop FIFO and pid go (default: temp)")
+    p_start = sub.add_parser("start", help="start in the background; prints the URL last")
+    p_start.add_argument("--data", required=True, help="data directory (kept across restarts)")
+    p_start.add_argument("--port", type=int, help="default: a free port")
+    p_start.add_argument("--run-dir", help="default: a new temp dir")
+    p_start.add_argument("--timeout", type=float, default=START_TIMEOUT_S)
+    p_stop = sub.add_parser("stop", help="stop the server whose run dir is RUN_DIR")
+    p_stop.add_argument("run_dir")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "serve":
+            run = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="hub-chserver-"))
+            print(f"clickhouse_server: serving http://127.0.0.1:{args.port} from {args.data}; "
+                  f"stop: echo > {run.resolve() / FIFO_NAME}", file=sys.stderr, flush=True)
+            serve(Path(args.data), args.port, run)
+        elif args.cmd == "start":
+            t0 = time.monotonic()
+            server = start(args.data, port=args.port, timeout_s=args.timeout, run_dir=args.run_dir)
+            print(f"clickhouse_server: pid {server.pid} answering after {time.monotonic() - t0:.1f}s; "
+                  f"stop with: python {SCRIPT} stop {server.run_dir}", file=sys.stderr)
+            print(server.url, flush=True)
+        elif args.cmd == "stop":
+            stop(server_in(args.run_dir))
+    except ServerError as exc:
+        print(f"clickhouse_server: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"clickhouse_server: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
