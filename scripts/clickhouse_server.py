@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,7 @@ def serve(data_dir: Path, port: int, run_dir: Path) -> None:
     finally:
         fifo.unlink(missing_ok=True)
     if not res.bytes():
-        raise ServerError(f"chdb did not serve 127.0.0.1:{port} from {data_dir} (see the DB::Exception above)")
+        raise ServerError(f"chdb did not serve 127.0.0.1:{port} from {data_dir} (see the ClickHouse error above)")
 
 
 def _alive(server: Server) -> bool:
@@ -124,7 +125,16 @@ def _alive(server: Server) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(server.pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """An exited process that its parent (maybe a slow init) has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _is_our_server(server: Server) -> bool:
@@ -136,6 +146,28 @@ def _is_our_server(server: Server) -> bool:
     except OSError:
         return False
     return b"serve" in cmdline and str(server.run_dir).encode() in cmdline
+
+
+def port_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:port (TIME_WAIT leftovers do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _serves_path(port: int, data_dir: Path) -> bool:
+    """True when the server on the port is the one serving data_dir (not a stranger)."""
+    query = urllib.parse.urlencode({"query": "SELECT value FROM system.server_settings WHERE name = 'path'"})
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?{query}", timeout=5) as resp:
+            path = resp.read().decode().strip()
+    except (OSError, urllib.error.URLError):
+        return False
+    return Path(path).resolve() == data_dir
 
 
 def ping(port: int, timeout_s: float = 1.0) -> bool:
@@ -174,7 +206,7 @@ def start(data_dir: str | os.PathLike[str], port: int | None = None,
             return _start_once(data, port if port is not None else free_port(), timeout_s, run_dir)
         except ServerError as exc:
             last = exc
-            if "Address already in use" not in str(exc):
+            if "in use" not in str(exc):
                 break
     assert last is not None
     raise last
@@ -182,6 +214,8 @@ def start(data_dir: str | os.PathLike[str], port: int | None = None,
 
 def _start_once(data: Path, port: int, timeout_s: float,
                 run_dir: str | os.PathLike[str] | None) -> Server:
+    if not port_free(port):
+        raise ServerError(f"port {port} on 127.0.0.1 is already in use")
     run = Path(run_dir).resolve() if run_dir else Path(tempfile.mkdtemp(prefix="hub-chserver-"))
     run.mkdir(parents=True, exist_ok=True)
     log_path = run / "server.log"
@@ -199,7 +233,9 @@ def _start_once(data: Path, port: int, timeout_s: float,
             if proc.poll() is not None:
                 raise ServerError(f"clickhouse server exited with code {proc.returncode} during start: "
                                   f"{_last_error(log_path)}")
-            if ping(port):
+            # A stranger grabbing the port makes our process exit with "Address already in
+            # use" (handled above), so only a server on our data dir counts as started.
+            if ping(port) and _serves_path(port, data):
                 return server
             if time.monotonic() > deadline:
                 raise ServerError(f"clickhouse server did not answer /ping on 127.0.0.1:{port} "

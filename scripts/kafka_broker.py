@@ -130,7 +130,9 @@ def free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:port (TIME_WAIT leftovers do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -222,7 +224,16 @@ def _alive(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """An exited process that its parent (maybe a slow init) has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _answers_metadata(bootstrap: str, timeout_s: float) -> bool:
@@ -266,8 +277,8 @@ def start(dir: str | os.PathLike[str] | None = None, timeout_s: float = START_TI
             old = -1
         if old > 0 and _is_our_broker(old, work):
             raise BrokerError(f"a broker is already running in {work} (pid {old}); stop it first")
+    java = java_bin()  # before a possibly long fetch
     libs = fetch()
-    java = java_bin()
     data_dir = work / "data"
     props_file = work / "server.properties"
     formatted = (data_dir / "meta.properties").is_file() and props_file.is_file()
@@ -341,6 +352,11 @@ def _is_our_broker(pid: int, work: Path) -> bool:
     return b"kafka.Kafka" in cmdline and str(work / "server.properties").encode() in cmdline
 
 
+def is_running(broker: Broker) -> bool:
+    """True while the broker's process lives (an exited, unreaped one counts as gone)."""
+    return _alive(broker.pid, broker.proc)
+
+
 def stop(broker: Broker, timeout_s: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM (clean shutdown), wait up to timeout_s, then SIGKILL. Leaves DIR as it is."""
     pid, proc = broker.pid, broker.proc
@@ -395,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             what = "already fetched" if cached else f"fetched in {time.monotonic() - t0:.1f}s"
             print(f"kafka: {KAFKA_VERSION} jars {what}: {libs}", file=sys.stderr)
         elif args.cmd == "start":
+            java_bin()
             if not is_fetched():
                 print(f"kafka: fetching Kafka {KAFKA_VERSION} jars with mvn ...", file=sys.stderr)
             t0 = time.monotonic()

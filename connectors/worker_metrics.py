@@ -1,0 +1,56 @@
+"""The worker's Prometheus metrics (prometheus-client), and the live progress line built from them."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from prometheus_client import Counter, start_http_server
+
+EVENTS = Counter("hub_events_total", "Events normalized and accepted", ["source"])
+DEAD_LETTERS = Counter("hub_dead_letters_total", "Inputs rejected to the dead-letter table/topic", ["reason"])
+LATE = Counter("hub_late_events_total", "Events later than the allowed lateness (kept in late_events)")
+WINDOWS = Counter("hub_windows_closed_total", "1-minute series windows closed and written")
+BATCHES = Counter("hub_batches_total", "Input batches processed")
+STORE_RETRIES = Counter("hub_store_retries_total", "ClickHouse insert attempts retried")
+
+
+def serve(host: str, port: int) -> None:
+    """Bind where config says (Bytewax's own API binds 0.0.0.0; this one does not have to)."""
+    start_http_server(port, addr=host)
+
+
+def total(counter: Counter) -> float:
+    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+class Progress:
+    """A one-line live view for interactive runs: events/s, dead letters, windows closed."""
+
+    def __init__(self, stream=sys.stderr, interval_s: float = 1.0) -> None:
+        self.stream, self.interval = stream, interval_s
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.started = time.monotonic()
+
+    def __enter__(self) -> "Progress":
+        if self.stream.isatty():
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_flag.set()
+        if self.thread.is_alive():
+            self.thread.join()
+            self.stream.write("\n")
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        events = total(EVENTS)
+        return (f"{events:,.0f} events ({events / elapsed:,.0f}/s)  dead letters {total(DEAD_LETTERS):,.0f}  "
+                f"late {total(LATE):,.0f}  windows closed {total(WINDOWS):,.0f}")
+
+    def _loop(self) -> None:
+        while not self.stop_flag.wait(self.interval):
+            self.stream.write("\r" + self.line() + "   ")
+            self.stream.flush()

@@ -1,0 +1,255 @@
+"""`hub`: run the pipeline, migrate and query the store, export schemas, show config.
+
+Every failure an operator can cause (bad flag, bad config, unreachable Kafka/ClickHouse, bad
+SQL) ends as one line on stderr and a non-zero exit code, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import orjson
+
+from config.settings import ConfigError, HubConfig, load_config, masked
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+REPORTS = {
+    "latency": """
+        SELECT window_start AS hour, model, sum(count) AS requests,
+               round(hub_quantile(sumMapMerge(hist), 0.5), 1) AS p50_ms,
+               round(hub_quantile(sumMapMerge(hist), 0.95), 1) AS p95_ms,
+               round(hub_quantile(sumMapMerge(hist), 0.99), 1) AS p99_ms
+        FROM metrics_1h WHERE metric = 'latency_ms'
+        GROUP BY hour, model ORDER BY hour, model""",
+    "cost": """
+        SELECT window_start AS day, model, requests, round(cost_usd, 4) AS cost_usd,
+               round(cost_per_request, 6) AS cost_per_request, round(cost_per_1k_tokens, 6) AS cost_per_1k_tokens
+        FROM composite_1d ORDER BY day, model""",
+    "errors": """
+        SELECT model, sum(requests) AS requests, sum(errors) AS errors,
+               round(sum(errors) / nullIf(sum(requests), 0), 4) AS error_rate
+        FROM composite_1h GROUP BY model ORDER BY error_rate DESC, model""",
+}
+
+
+class HubError(Exception):
+    """Anything that should reach the user as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("global options")
+    g.add_argument("--config", metavar="FILE", help="config file (TOML); default: $HUB_CONFIG or the packaged config/hub.toml")
+    g.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers (overrides kafka.bootstrap_servers)")
+    g.add_argument("--clickhouse", metavar="DSN", help="chdb://DIR or http(s)://host:port (overrides clickhouse.dsn)")
+    return common
+
+
+def build_parser() -> Parser:
+    common = _common()
+    parser = Parser(prog="hub", description="LLM Analytics Hub: Kafka -> Bytewax -> ClickHouse analytics for LLM platforms.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run the pipeline",
+                         description="Run the dataflow. Input: --input FILE (JSON lines, - for stdin); else Kafka if "
+                                     "configured; else the built-in synthetic generator.")
+    run.add_argument("--input", metavar="FILE", help="JSON-lines file to read ('-' = stdin); the run ends at end of file")
+    run.add_argument("--events", type=int, metavar="N", help="synthetic input: stop after N events (default: until Ctrl-C)")
+    run.add_argument("--seed", type=int, default=7, help="synthetic input: random seed (default 7)")
+    run.add_argument("--rate", type=float, default=500.0, metavar="PER_S",
+                     help="synthetic input: event-time rate of the generated traffic (default 500/s)")
+    run.add_argument("--until-end", action="store_true", help="Kafka input: stop at the end offsets seen at start")
+    run.add_argument("--recovery-dir", metavar="DIR", help="Bytewax recovery snapshots here (overrides recovery.dir)")
+    run.add_argument("--workers", type=int, default=1, metavar="N", help="worker threads in this process (default 1)")
+    run.add_argument("-i", "--process-id", type=int, help="this process's index in a cluster (with --addresses)")
+    run.add_argument("-a", "--addresses", help="semicolon-separated host:port of every cluster process")
+    run.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations first")
+    run.set_defaults(func=cmd_run)
+
+    mig = sub.add_parser("migrate", parents=[common], help="apply pending ClickHouse migrations",
+                         description="Apply versioned SQL migrations from schemas/migrations and the configured retention TTLs.")
+    mig.add_argument("--status", action="store_true", help="list migrations and whether they are applied; change nothing")
+    mig.set_defaults(func=cmd_migrate)
+
+    q = sub.add_parser("query", parents=[common], help="run SQL or a canned report against the store",
+                       description="Run a SQL query (or --report) against the configured ClickHouse store.")
+    q.add_argument("sql", nargs="?", help="SQL to run")
+    q.add_argument("--report", choices=sorted(REPORTS), help="canned report: latency (p50/p95/p99 per model per hour), "
+                                                             "cost (per model per day), errors (error rate per model)")
+    q.add_argument("--format", choices=["table", "jsonl", "csv"], default="table", help="output format (default table)")
+    q.set_defaults(func=cmd_query)
+
+    schema = sub.add_parser("schema", parents=[common], help="JSON Schemas of the accepted wire formats",
+                            description="Work with the published schemas of the accepted wire formats.")
+    ssub = schema.add_subparsers(dest="schema_command", required=True, parser_class=Parser, metavar="ACTION")
+    export = ssub.add_parser("export", parents=[common], help="write one JSON Schema file per wire format into DIR")
+    export.add_argument("dir", metavar="DIR")
+    export.set_defaults(func=cmd_schema_export)
+
+    config = sub.add_parser("config", parents=[common], help="show or check the effective configuration",
+                            description="Show or check the effective configuration (file + HUB_* environment + flags).")
+    csub = config.add_subparsers(dest="config_command", required=True, parser_class=Parser, metavar="ACTION")
+    show = csub.add_parser("show", parents=[common], help="print the effective config with secrets masked")
+    show.add_argument("--format", choices=["json", "toml"], default="toml")
+    show.set_defaults(func=cmd_config_show)
+    check = csub.add_parser("check", parents=[common], help="validate the config and exit 0 if it is usable")
+    check.set_defaults(func=cmd_config_check)
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> HubConfig:
+    return load_config(args.config, overrides={"kafka.bootstrap_servers": args.kafka, "clickhouse.dsn": args.clickhouse})
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    data = masked(config_from(args))
+    if args.format == "json":
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(_to_toml(data))
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config_from(args)
+    print("config ok")
+    return 0
+
+
+def _to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    lines = [f"[{prefix}]"] if prefix and (scalars or not tables) else []
+    lines += [f"{_toml_key(k)} = {orjson.dumps(v).decode()}" for k, v in scalars.items()]
+    out = "\n".join(lines)
+    for k, v in tables.items():
+        out += ("\n\n" if out else "") + _to_toml(v, f"{prefix}.{_toml_key(k)}" if prefix else _toml_key(k))
+    return out
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else orjson.dumps(key).decode()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from connectors.clickhouse import connect
+    from connectors.migrations import applied, discover, migrate
+
+    cfg = config_from(args)
+    client = connect(cfg.clickhouse)
+    if args.status:
+        done = applied(client)
+        for m in discover():
+            state = "applied" if m.version in done else "pending"
+            if m.version in done and done[m.version] != m.checksum:
+                state = "CHANGED after apply"
+            print(f"{m.version}  {state}")
+        return 0
+    new = migrate(client, cfg.retention)
+    print(f"applied {len(new)} migration(s){': ' + ', '.join(new) if new else ''}; store is up to date")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from connectors.clickhouse import connect
+
+    if bool(args.sql) == bool(args.report):
+        raise HubError("give either SQL or --report NAME")
+    cfg = config_from(args)
+    client = connect(cfg.clickhouse)
+    sql = REPORTS[args.report] if args.report else args.sql
+    try:
+        result = client.query(sql)
+    except Exception as exc:
+        raise HubError(f"ClickHouse rejected the query: {_first_line(exc)}") from None
+    print_rows(list(result.column_names), result.result_rows, args.format)
+    return 0
+
+
+def print_rows(names: list[str], rows: Sequence[Sequence[Any]], fmt: str, out=None) -> None:
+    out = out or sys.stdout
+    if fmt == "jsonl":
+        for row in rows:
+            out.write(orjson.dumps(dict(zip(names, row)), default=str, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
+    elif fmt == "csv":
+        w = csv.writer(out)
+        w.writerow(names)
+        w.writerows(rows)
+    else:
+        cells = [[_cell(v) for v in row] for row in rows]
+        widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
+        out.write("  ".join(n.ljust(w) for n, w in zip(names, widths)).rstrip() + "\n")
+        out.write("  ".join("-" * w for w in widths) + "\n")
+        for r in cells:
+            out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+        out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def cmd_schema_export(args: argparse.Namespace) -> int:
+    from schemas.jsonschema import export_json_schemas
+
+    try:
+        paths = export_json_schemas(args.dir)
+    except OSError as exc:
+        raise HubError(f"cannot write schemas to {args.dir}: {exc.strerror or exc}") from None
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.runner import run
+
+    return run(args, config_from(args))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:400]
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    from connectors.clickhouse import StoreError
+    from connectors.kafka_source import KafkaUnavailable
+    from connectors.migrations import MigrationError
+    from flows.runner import RunError
+
+    return (HubError, ConfigError, StoreError, MigrationError, KafkaUnavailable, RunError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    prog = f"hub {args.command}"
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except known_errors() as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The main dataflow: input batches -> per-shard normalize/dedup/windows -> ClickHouse.
+
+`hub run` builds and runs it in-process; for clusters use
+`python -m bytewax.run flows.pipeline:get_flow -w N -i I -a ADDRS` (config from HUB_CONFIG and
+HUB_* environment variables, Kafka input required).
+"""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource
+
+from config.settings import HubConfig, kafka_client_config, load_config
+from connectors import worker_metrics as metrics
+from connectors.clickhouse_sink import ClickHouseSink
+from connectors.kafka_source import KafkaBatchSource
+from operators.normalize import Normalizer
+from operators.shard import RawBatch, ShardOutput, ShardState, process
+
+
+def kafka_source(cfg: HubConfig, stop_at_end: bool) -> KafkaBatchSource:
+    conf = {**kafka_client_config(cfg), "group.id": cfg.kafka.group_id}
+    return KafkaBatchSource(conf, list(cfg.kafka.topics.by_source().values()), cfg.kafka.batch_size,
+                            cfg.kafka.starting_offset, stop_at_end, cfg.kafka.connect_timeout_s)
+
+
+def build_flow(cfg: HubConfig, source: FixedPartitionedSource) -> Dataflow:
+    topic_sources = {topic: src for src, topic in cfg.kafka.topics.by_source().items()}
+    normalizer = Normalizer(cfg.normalization, topic_sources=topic_sources)
+    lateness_ms = cfg.windows.allowed_lateness_s * 1000
+    idle_ms = cfg.windows.idle_close_s * 1000
+    dedup_ms = cfg.normalization.dedup_window_s * 1000
+    dedup_max = cfg.normalization.dedup_max_entries
+
+    def step(state: ShardState | None, batch: RawBatch) -> tuple[ShardState, ShardOutput]:
+        if state is None:
+            state = ShardState(dedup_ms, dedup_max, lateness_ms)
+        out = process(state, batch, normalizer, idle_ms)
+        _count(out)
+        return state, out
+
+    flow = Dataflow("llm_analytics_hub")
+    batches = op.input("input", flow, source)
+    keyed = op.key_on("by_shard", batches, lambda b: b.shard)
+    outputs = op.stateful_map("process", keyed, step)
+    op.output("clickhouse", outputs, ClickHouseSink(cfg))
+    return flow
+
+
+def _count(out: ShardOutput) -> None:
+    metrics.BATCHES.inc()
+    if out.events:
+        metrics.EVENTS.labels(source="all").inc(out.events)
+    for d in out.dead_letters:
+        metrics.DEAD_LETTERS.labels(reason=d.code or "invalid").inc()
+    if out.late_rows:
+        metrics.LATE.inc(len(out.late_rows))
+
+
+def get_flow() -> Dataflow:
+    """Entry point for `python -m bytewax.run` cluster deployments (tails Kafka)."""
+    cfg = load_config()
+    return build_flow(cfg, kafka_source(cfg, stop_at_end=False))
+
+
+def epoch(cfg: HubConfig) -> timedelta:
+    return timedelta(seconds=cfg.recovery.snapshot_interval_s)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,103 @@
+"""`hub run`: pick the input, prepare the store, run the dataflow, report what landed."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from bytewax.recovery import RecoveryConfig
+
+from config.settings import HubConfig, kafka_client_config
+from connectors import worker_metrics
+from connectors.clickhouse import connect, is_embedded
+from connectors.file_source import FileSource, SyntheticSource
+from connectors.kafka_source import KafkaUnavailable, check_broker
+from connectors.migrations import migrate
+from flows.pipeline import build_flow, epoch, kafka_source
+
+SUMMARY_SQL = """
+SELECT (SELECT count() FROM events FINAL) AS events,
+       (SELECT count() FROM dead_letters FINAL) AS dead_letters,
+       (SELECT count() FROM late_events FINAL) AS late_events,
+       (SELECT count() FROM metrics_1m FINAL) AS metric_windows
+"""
+
+
+class RunError(Exception):
+    pass
+
+
+def choose_source(args: argparse.Namespace, cfg: HubConfig):
+    if args.input:
+        if args.input != "-" and not Path(args.input).is_file():
+            raise RunError(f"input file {args.input} does not exist or is not a file")
+        return FileSource(args.input, cfg.kafka.batch_size), f"file {args.input}"
+    if cfg.kafka.bootstrap_servers:
+        existing = check_broker(kafka_client_config(cfg), cfg.kafka.connect_timeout_s)
+        topics = list(cfg.kafka.topics.by_source().values())
+        missing = [t for t in topics if t not in existing]
+        if len(missing) == len(topics):
+            raise RunError(f"none of the input topics exist on {cfg.kafka.bootstrap_servers}: {', '.join(topics)}")
+        for t in missing:
+            print(f"hub run: note: topic {t} does not exist yet; not reading it", file=sys.stderr)
+        return kafka_source(cfg, stop_at_end=args.until_end), f"Kafka {cfg.kafka.bootstrap_servers}"
+    start_ms = int(time.time() * 1000) - (args.events or 0) * 1000 // max(int(args.rate), 1)
+    label = f"synthetic generator ({args.events:,} events)" if args.events else "synthetic generator (Ctrl-C to stop)"
+    return SyntheticSource(args.events, cfg.kafka.batch_size, args.seed, start_ms, args.rate), label
+
+
+def run(args: argparse.Namespace, cfg: HubConfig) -> int:
+    from bytewax._bytewax import cli_main
+    from bytewax.recovery import init_db_dir
+
+    if args.events is not None and args.events <= 0:
+        raise RunError("--events must be > 0")
+    client = connect(cfg.clickhouse)
+    if not args.no_migrate:
+        migrate(client, cfg.retention)
+    source, label = choose_source(args, cfg)
+    if cfg.metrics.port:
+        worker_metrics.serve(cfg.metrics.host, cfg.metrics.port)
+    recovery_dir = args.recovery_dir or cfg.recovery.dir
+    recovery = None
+    if recovery_dir:
+        path = Path(recovery_dir)
+        if not path.exists() or not any(path.iterdir()):
+            path.mkdir(parents=True, exist_ok=True)
+            init_db_dir(path, cfg.recovery.partitions)
+        backup = cfg.recovery.backup_interval_s
+        recovery = RecoveryConfig(str(path), backup_interval=None if not backup else _td(backup))
+    flow = build_flow(cfg, source)
+    print(f"hub run: reading {label}; writing to {cfg.clickhouse.dsn}", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    addresses = args.addresses.split(";") if args.addresses else None
+    with worker_metrics.Progress():
+        cli_main(flow, workers_per_process=args.workers, process_id=args.process_id, addresses=addresses,
+                 epoch_interval=epoch(cfg), recovery_config=recovery)
+    elapsed = time.monotonic() - started
+    events = worker_metrics.total(worker_metrics.EVENTS)
+    print(f"hub run: done in {elapsed:.1f}s: {events:,.0f} events ({events / max(elapsed, 1e-9):,.0f}/s), "
+          f"{worker_metrics.total(worker_metrics.DEAD_LETTERS):,.0f} dead letters, "
+          f"{worker_metrics.total(worker_metrics.LATE):,.0f} late, "
+          f"{worker_metrics.total(worker_metrics.WINDOWS):,.0f} windows closed", file=sys.stderr)
+    if args.process_id in (None, 0):
+        _summary(cfg)
+    return 0
+
+
+def _summary(cfg: HubConfig) -> None:
+    from flows.cli import print_rows
+
+    client = connect(cfg.clickhouse)
+    result = client.query(SUMMARY_SQL)
+    print("rows in the store:")
+    print_rows(list(result.column_names), result.result_rows, "table")
+    target = f"--clickhouse {cfg.clickhouse.dsn} " if is_embedded(cfg.clickhouse.dsn) else ""
+    print(f"\ntry:  hub query {target}--report latency\n      hub query {target}\"SELECT model, count() FROM events GROUP BY model\"")
+
+
+def _td(seconds: float):
+    from datetime import timedelta
+
+    return timedelta(seconds=seconds)
