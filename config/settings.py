@@ -13,13 +13,15 @@ from typing import Any, Literal
 
 import msgspec
 
+from config.errors import HubError
+
 DEFAULT_CONFIG = Path(__file__).with_name("hub.toml")
 ENV_PREFIX = "HUB_"
 SOURCES = ("telemetry", "security", "cost", "governance", "registry", "policy")
 MASK = "***"
 
 
-class ConfigError(Exception):
+class ConfigError(HubError):
     """A configuration problem, worded as one line for the operator."""
 
 

@@ -5,6 +5,7 @@ server; everything above this module speaks the same clickhouse-connect Client A
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -12,10 +13,11 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from config.errors import HubError
 from config.settings import ClickHouseSettings
 
 
-class StoreError(Exception):
+class StoreError(HubError):
     """ClickHouse could not be reached or refused a statement; one line for the operator."""
 
 
@@ -62,7 +64,11 @@ def redact(dsn: str) -> str:
 
 
 def first_line(exc: BaseException) -> str:
+    """The useful part of a driver error: urllib3 buries `[Errno 111] Connection refused` deep inside."""
     text = str(exc).strip() or type(exc).__name__
+    errno = re.search(r"\[Errno -?\d+\] ([^\"'()]+)", text)
+    if errno:
+        return errno.group(1).strip()
     return text.splitlines()[0][:300]
 
 

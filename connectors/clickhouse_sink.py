@@ -93,6 +93,7 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
         self.flush()
         self.queue.put(None)
         self.thread.join(timeout=60)
+        self.client.close()
 
     def _raise_failure(self) -> None:
         if self.failure is not None:

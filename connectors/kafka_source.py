@@ -15,13 +15,14 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from config.errors import HubError
 from operators.shard import RawBatch
 from schemas.raw import RawMessage
 
 IDLE_TICK_S = 1.0
 
 
-class KafkaUnavailable(Exception):
+class KafkaUnavailable(HubError):
     """The broker did not answer; one line for the operator."""
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
+from config.errors import HubError
 from config.settings import RetentionSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "migrations"
@@ -31,7 +32,7 @@ RETENTION = {
 }
 
 
-class MigrationError(Exception):
+class MigrationError(HubError):
     pass
 
 

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
+import os
 import sys
+from contextlib import closing
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import orjson
 
-from config.settings import ConfigError, HubConfig, load_config, masked
+from config.errors import HubError
+from config.settings import HubConfig, load_config, masked
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -34,10 +38,6 @@ REPORTS = {
                round(sum(errors) / nullIf(sum(requests), 0), 4) AS error_rate
         FROM composite_1h GROUP BY model ORDER BY error_rate DESC, model""",
 }
-
-
-class HubError(Exception):
-    """Anything that should reach the user as one line."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -147,16 +147,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from connectors.migrations import applied, discover, migrate
 
     cfg = config_from(args)
-    client = connect(cfg.clickhouse)
-    if args.status:
-        done = applied(client)
-        for m in discover():
-            state = "applied" if m.version in done else "pending"
-            if m.version in done and done[m.version] != m.checksum:
-                state = "CHANGED after apply"
-            print(f"{m.version}  {state}")
-        return 0
-    new = migrate(client, cfg.retention)
+    with closing(connect(cfg.clickhouse)) as client:
+        if args.status:
+            done = applied(client)
+            for m in discover():
+                state = "applied" if m.version in done else "pending"
+                if m.version in done and done[m.version] != m.checksum:
+                    state = "CHANGED after apply"
+                print(f"{m.version}  {state}")
+            return 0
+        new = migrate(client, cfg.retention)
     print(f"applied {len(new)} migration(s){': ' + ', '.join(new) if new else ''}; store is up to date")
     return 0
 
@@ -167,12 +167,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     if bool(args.sql) == bool(args.report):
         raise HubError("give either SQL or --report NAME")
     cfg = config_from(args)
-    client = connect(cfg.clickhouse)
     sql = REPORTS[args.report] if args.report else args.sql
-    try:
-        result = client.query(sql)
-    except Exception as exc:
-        raise HubError(f"ClickHouse rejected the query: {_first_line(exc)}") from None
+    with closing(connect(cfg.clickhouse)) as client:
+        try:
+            result = client.query(sql)
+        except Exception as exc:
+            raise HubError(f"ClickHouse rejected the query: {_first_line(exc)}") from None
     print_rows(list(result.column_names), result.result_rows, args.format)
     return 0
 
@@ -225,18 +225,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:400]
 
 
-def known_errors() -> tuple[type[BaseException], ...]:
-    from connectors.clickhouse import StoreError
-    from connectors.kafka_source import KafkaUnavailable
-    from connectors.migrations import MigrationError
-    from flows.runner import RunError
-
-    return (HubError, ConfigError, StoreError, MigrationError, KafkaUnavailable, RunError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # clickhouse-connect logs its own copy of errors we already report in one line.
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     func: Callable[[argparse.Namespace], int] = args.func
     prog = f"hub {args.command}"
     try:
@@ -246,8 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except known_errors() as exc:
+    except HubError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # a bug, not an operator mistake: still one line, details on request
+        if os.environ.get("HUB_DEBUG"):
+            raise
+        print(f"{prog}: internal error: {type(exc).__name__}: {_first_line(exc)} (HUB_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return EXIT_FAILURE
 
 

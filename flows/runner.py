@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig
 
+from config.errors import HubError
 from config.settings import HubConfig, kafka_client_config
 from connectors import worker_metrics
 from connectors.clickhouse import connect, is_embedded
@@ -24,8 +26,8 @@ SELECT (SELECT count() FROM events FINAL) AS events,
 """
 
 
-class RunError(Exception):
-    pass
+class RunError(HubError):
+    """Bad `hub run` arguments or inputs."""
 
 
 def choose_source(args: argparse.Namespace, cfg: HubConfig):
@@ -53,9 +55,9 @@ def run(args: argparse.Namespace, cfg: HubConfig) -> int:
 
     if args.events is not None and args.events <= 0:
         raise RunError("--events must be > 0")
-    client = connect(cfg.clickhouse)
     if not args.no_migrate:
-        migrate(client, cfg.retention)
+        with closing(connect(cfg.clickhouse)) as client:
+            migrate(client, cfg.retention)
     source, label = choose_source(args, cfg)
     if cfg.metrics.port:
         worker_metrics.serve(cfg.metrics.host, cfg.metrics.port)
@@ -89,8 +91,8 @@ def run(args: argparse.Namespace, cfg: HubConfig) -> int:
 def _summary(cfg: HubConfig) -> None:
     from flows.cli import print_rows
 
-    client = connect(cfg.clickhouse)
-    result = client.query(SUMMARY_SQL)
+    with closing(connect(cfg.clickhouse)) as client:
+        result = client.query(SUMMARY_SQL)
     print("rows in the store:")
     print_rows(list(result.column_names), result.result_rows, "table")
     target = f"--clickhouse {cfg.clickhouse.dsn} " if is_embedded(cfg.clickhouse.dsn) else ""

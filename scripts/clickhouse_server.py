@@ -246,6 +246,11 @@ def _start_once(data: Path, port: int, timeout_s: float,
         raise
 
 
+def is_running(server: Server) -> bool:
+    """True while the server's process lives (an exited, unreaped one counts as gone)."""
+    return _alive(server)
+
+
 def _wait_gone(server: Server, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -1,0 +1,68 @@
+"""Typed config: file + environment + flags, one-line errors, secrets only from the environment."""
+from __future__ import annotations
+
+import pytest
+
+from config.settings import ConfigError, load_config, masked
+
+
+def write(tmp_path, text: str):
+    p = tmp_path / "hub.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_load_from_packaged_file():
+    cfg = load_config(environ={})
+    assert cfg.kafka.bootstrap_servers == ""
+    assert cfg.clickhouse.dsn.startswith("chdb://")
+    assert cfg.kafka.topics.by_source()["telemetry"] == "llm.telemetry"
+    assert cfg.retention.events_days == 7 and cfg.retention.metrics_1h_days == 90
+
+
+def test_env_overrides_file_and_flags_override_env(tmp_path):
+    p = write(tmp_path, '[kafka]\nbootstrap_servers = "file:9092"\nbatch_size = 10\n')
+    cfg = load_config(p, environ={"HUB_KAFKA__BOOTSTRAP_SERVERS": "env:9092", "HUB_WINDOWS__ALLOWED_LATENESS_S": "120"})
+    assert cfg.kafka.bootstrap_servers == "env:9092"
+    assert cfg.kafka.batch_size == 10
+    assert cfg.windows.allowed_lateness_s == 120
+    cfg = load_config(p, overrides={"kafka.bootstrap_servers": "flag:9092"}, environ={"HUB_KAFKA__BOOTSTRAP_SERVERS": "env:9092"})
+    assert cfg.kafka.bootstrap_servers == "flag:9092"
+
+
+def test_librdkafka_passthrough_from_env():
+    cfg = load_config(environ={"HUB_KAFKA__CLIENT_CONFIG__SECURITY_PROTOCOL": "SASL_SSL"})
+    assert cfg.kafka.client_config == {"security.protocol": "SASL_SSL"}
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[kafka]\nbatch_size = \"many\"\n", "kafka.batch_size"),
+    ("[kafka]\nbatchsize = 3\n", "batchsize"),
+    ("[clickhouse]\ndsn = \"mysql://x\"\n", "clickhouse.dsn"),
+    ("[windows]\nallowed_lateness_s = -1\n", "windows.allowed_lateness_s"),
+    ("[retention]\nevents_days = 0\n", "retention.events_days"),
+])
+def test_invalid_config_names_the_key_in_one_line(tmp_path, text, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), environ={})
+    msg = str(err.value)
+    assert key in msg and "\n" not in msg
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.toml", environ={})
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[kafka\n"), environ={})
+
+
+def test_secrets_refused_in_file_and_masked_when_from_env(tmp_path):
+    with pytest.raises(ConfigError, match="HUB_CLICKHOUSE__PASSWORD"):
+        load_config(write(tmp_path, '[clickhouse]\npassword = "hunter2"\n'), environ={})
+    with pytest.raises(ConfigError, match="sasl.password"):
+        load_config(write(tmp_path, '[kafka.client_config]\n"sasl.password" = "x"\n'), environ={})
+    cfg = load_config(environ={"HUB_CLICKHOUSE__PASSWORD": "hunter2", "HUB_KAFKA__SASL_PASSWORD": "pw"})
+    assert cfg.clickhouse.password == "hunter2"
+    shown = masked(cfg)
+    assert shown["clickhouse"]["password"] == "***" and shown["kafka"]["sasl_password"] == "***"
+    assert "hunter2" not in repr(shown)
