@@ -24,6 +24,7 @@ AnomalyType = Literal["spike", "drop", "level_shift", "frequency_change", "distr
 ANOMALY_TYPES: tuple[str, ...] = ("spike", "drop", "level_shift", "frequency_change", "distribution_shift")
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 VALUE_TYPES = ["spike", "drop", "level_shift"]
+DEFAULT_TYPES = ["spike", "drop", "level_shift", "distribution_shift"]
 
 
 class MetricDetection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -37,7 +38,9 @@ class MetricDetection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     enabled: bool = True
     value: Literal["mean", "sum", "count", "rate", "max"] = "mean"
-    types: list[str] = msgspec.field(default_factory=lambda: list(VALUE_TYPES))
+    # Which anomaly types to look for. distribution_shift uses the window histogram, or for raw
+    # point streams (update_value) the volatility test; frequency_change uses the event count.
+    types: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_TYPES))
     # Multiplies the detector's sensitivity: threshold used = z_threshold / sensitivity.
     sensitivity: float = 1.0
     # Points (windows) a series must have before it may alert.
@@ -61,13 +64,13 @@ def _default_metrics() -> dict[str, MetricDetection]:
     return {
         "latency_ms": MetricDetection(value="mean", types=perf),
         "ttft_ms": MetricDetection(value="mean", types=perf),
-        "input_tokens": MetricDetection(value="mean"),
-        "output_tokens": MetricDetection(value="mean"),
-        "cached_tokens": MetricDetection(value="mean"),
-        "total_tokens": MetricDetection(value="mean"),
+        "input_tokens": MetricDetection(value="mean", types=list(VALUE_TYPES)),
+        "output_tokens": MetricDetection(value="mean", types=list(VALUE_TYPES)),
+        "cached_tokens": MetricDetection(value="mean", types=list(VALUE_TYPES)),
+        "total_tokens": MetricDetection(value="mean", types=list(VALUE_TYPES)),
         "requests": MetricDetection(value="count", types=["frequency_change"]),
         "errors": MetricDetection(value="rate", types=["spike", "level_shift"]),
-        "cost_usd": MetricDetection(value="sum"),
+        "cost_usd": MetricDetection(value="sum", types=list(VALUE_TYPES)),
         # A burst of findings/violations is a spike of their per-window count (Poisson floor).
         "security_findings": MetricDetection(value="count", types=["spike", "level_shift"]),
         "policy_violations": MetricDetection(value="count", types=["spike", "level_shift"]),

@@ -72,18 +72,27 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def insert_rows_deduplicated(client: Client, table: str, rows: list[dict[str, Any]], token: str) -> None:
-    """Insert small row sets with an insert deduplication token.
+METRICS_1M_COLUMNS = ["metric", "model", "endpoint", "team", "window_start", "shard", "count", "sum", "min", "max",
+                      "sumsq", "hist"]
 
-    A replay with the same token is dropped by ClickHouse in the table and in every
-    materialized view fed by it. Sent as inline JSONEachRow: the chdb backend's native
-    insert path ignores the token, the SQL path honours it on both backends.
+
+def insert_new_windows(client: Client, rows: list[list[Any]]) -> int:
+    """Insert 1-minute window rows whose (shard, window) is not in the store yet; returns rows inserted.
+
+    A (shard, window) is written once per run, all its series in one insert, so finding any row
+    of it means a replay is re-emitting it. Skipping it keeps the materialized-view rollups from
+    counting it twice — a ReplacingMergeTree would dedupe metrics_1m but not the views it feeds.
     """
-    import orjson
-
-    body = b"\n".join(orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in rows).decode()
-    safe = token.replace("\\", "\\\\").replace("'", "\\'")
-    client.command(
-        f"INSERT INTO {table} SETTINGS insert_deduplication_token = '{safe}', "
-        f"deduplicate_blocks_in_dependent_materialized_views = 1 FORMAT JSONEachRow\n{body}"
-    )
+    if not rows:
+        return 0
+    shards = sorted({r[5] for r in rows})
+    starts = [r[4] for r in rows]
+    existing = set(client.query(
+        "SELECT DISTINCT shard, toUnixTimestamp(window_start) FROM metrics_1m "
+        "WHERE shard IN {shards:Array(String)} AND window_start BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')",
+        parameters={"shards": shards, "lo": min(starts), "hi": max(starts)},
+    ).result_rows)
+    new = [r for r in rows if (r[5], r[4]) not in existing]
+    if new:
+        client.insert("metrics_1m", new, column_names=METRICS_1M_COLUMNS)
+    return len(new)

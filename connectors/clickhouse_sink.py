@@ -1,9 +1,9 @@
 """ClickHouse (and dead-letter topic) output of the flow, written by a background thread.
 
 Inserts run on their own thread so decoding the next batch overlaps the insert (the engine and
-the HTTP client work outside the GIL). Raw events, dead letters and late events are buffered
-and inserted at >= insert_batch_rows rows or >= insert_max_delay_s, whichever first; closed
-1-minute windows go out per (shard, window) with an insert deduplication token. `snapshot()`
+the HTTP client work outside the GIL). Raw events, dead letters, late events and closed windows
+are buffered and inserted at >= insert_batch_rows rows or >= insert_max_delay_s, whichever
+first; windows already stored (a replay) are skipped. `snapshot()`
 blocks until everything handed over is durable, so a Bytewax snapshot never claims offsets
 whose results are still in memory. A ClickHouse outage stalls the writer (retrying with
 backoff) and, through the bounded queue, the flow — nothing is dropped.
@@ -15,19 +15,17 @@ import queue
 import sys
 import threading
 import time
-from collections import defaultdict
-from typing import Any
 
 import orjson
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from config.settings import HubConfig, kafka_client_config
-from connectors.clickhouse import connect, first_line, insert_rows_deduplicated
+from connectors.clickhouse import connect, first_line, insert_new_windows
 from connectors import worker_metrics as telemetry
 from operators.event_columns import EVENT_COLUMNS
 from operators.shard import LATE_COLUMNS, ShardOutput
-from schemas.metrics import WindowMetric
+from schemas.metrics import window_rows
 from schemas.raw import DeadLetter
 
 EVENT_NAMES = [n for n, _ in EVENT_COLUMNS]
@@ -35,19 +33,6 @@ EVENT_TYPES = [t for _, t in EVENT_COLUMNS]
 DEAD_LETTER_COLUMNS = ["ingest_time", "topic", "partition", "offset", "source", "code", "reason", "field", "event_id", "raw"]
 MAX_BACKOFF_S = 10.0
 FLUSH = object()
-
-
-def window_rows(windows: list[WindowMetric]) -> dict[tuple[str, int], list[dict[str, Any]]]:
-    """Rows for metrics_1m grouped by (shard, window start): one deduplicated insert each."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for w in windows:
-        s = w.series
-        groups[(w.shard, w.window_start_ms)].append({
-            "metric": s.metric, "model": s.model, "endpoint": s.endpoint, "team": s.team,
-            "window_start": w.window_start_ms // 1000, "shard": w.shard, "count": w.count,
-            "sum": w.sum, "min": w.min, "max": w.max, "sumsq": w.sumsq, "hist": w.hist,
-        })
-    return groups
 
 
 def dead_letter_row(d: DeadLetter) -> list:
@@ -104,6 +89,7 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
         events: list[list] = [[] for _ in EVENT_NAMES]
         dead: list[list] = []
         late: list[list] = []
+        windows: list[list] = []
         pending = 0
         oldest = 0.0
         max_rows = self.cfg.clickhouse.insert_batch_rows
@@ -115,7 +101,7 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
                 except queue.Empty:
                     item = ()
                 if item is None:
-                    self._flush_buffers(events, dead, late)
+                    self._flush_buffers(events, dead, late, windows)
                     return
                 force = isinstance(item, tuple) and len(item) == 2 and item[0] is FLUSH
                 if not force:
@@ -129,16 +115,15 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
                             self._produce_dead_letters(out.dead_letters)
                         late.extend(out.late_rows)
                         if out.windows:
-                            for (shard, start), rows in window_rows(out.windows).items():
-                                self._retry(lambda r=rows, t=f"m1:{shard}:{start}": insert_rows_deduplicated(self.client, "metrics_1m", r, t))
+                            windows.extend(window_rows(out.windows))
                             telemetry.WINDOWS.inc(len(out.windows))
                         if pending and not oldest:
                             oldest = time.monotonic()
                 if force or pending >= max_rows or len(dead) >= max_rows or (
-                        oldest and time.monotonic() - oldest >= max_delay) or (not pending and (dead or late)):
-                    self._flush_buffers(events, dead, late)
+                        oldest and time.monotonic() - oldest >= max_delay) or (not pending and (dead or late or windows)):
+                    self._flush_buffers(events, dead, late, windows)
                     events = [[] for _ in EVENT_NAMES]
-                    dead, late, pending, oldest = [], [], 0, 0.0
+                    dead, late, windows, pending, oldest = [], [], [], 0, 0.0
                 if force:
                     if self.producer is not None:
                         self.producer.flush(30)
@@ -146,7 +131,7 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
         except BaseException as exc:  # surfaced on the flow thread by _raise_failure
             self.failure = exc
 
-    def _flush_buffers(self, events: list[list], dead: list[list], late: list[list]) -> None:
+    def _flush_buffers(self, events: list[list], dead: list[list], late: list[list], windows: list[list]) -> None:
         if events[0]:
             self._retry(lambda: self.client.insert("events", events, column_names=EVENT_NAMES,
                                                    column_type_names=EVENT_TYPES, column_oriented=True))
@@ -154,6 +139,8 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
             self._retry(lambda: self.client.insert("dead_letters", dead, column_names=DEAD_LETTER_COLUMNS))
         if late:
             self._retry(lambda: self.client.insert("late_events", late, column_names=LATE_COLUMNS))
+        if windows:
+            self._retry(lambda: insert_new_windows(self.client, windows))
 
     def _retry(self, action) -> None:
         """Retry connection failures forever (outage: wait, drop nothing); other errors 3 times."""

@@ -17,6 +17,7 @@ to convert wire values (see `UNIT_FIELDS`).
 """
 from __future__ import annotations
 
+import types
 import typing
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -540,13 +541,18 @@ class Event(msgspec.Struct, gc=False, omit_defaults=True):
     tags: dict[str, str] = {}
 
 
+def is_union(hint: Any) -> bool:
+    """True for `typing.Union[...]` and PEP 604 `X | Y` alike."""
+    return typing.get_origin(hint) in (Union, types.UnionType)
+
+
 def _unit_fields(cls: type[msgspec.Struct]) -> dict[str, str]:
     """field name -> unit kind ("duration", "size", "rate", "money") from the type metadata."""
     out: dict[str, str] = {}
     hints = typing.get_type_hints(cls, include_extras=True)
     for name in cls.__struct_fields__:
         hint = hints[name]
-        candidates = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+        candidates = typing.get_args(hint) if is_union(hint) else (hint,)
         for cand in candidates:
             if typing.get_origin(cand) is Annotated:
                 for meta in cand.__metadata__:

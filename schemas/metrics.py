@@ -1,6 +1,8 @@
 """Records for windowed metrics: what the window aggregator emits and ClickHouse `metrics_1m` stores."""
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 
@@ -41,3 +43,9 @@ class WindowMetric(msgspec.Struct, kw_only=True):
             return 0.0
         var = max(self.sumsq / self.count - self.mean**2, 0.0)
         return var**0.5
+
+
+def window_rows(windows: list[WindowMetric]) -> list[list[Any]]:
+    """Rows for ClickHouse `metrics_1m` (columns as in connectors.clickhouse.METRICS_1M_COLUMNS)."""
+    return [[w.series.metric, w.series.model, w.series.endpoint, w.series.team, w.window_start_ms // 1000, w.shard,
+             w.count, w.sum, w.min, w.max, w.sumsq, w.hist] for w in windows]

@@ -1,8 +1,8 @@
 -- Windowed metrics. The flow writes one row per (series, 1-minute window, input shard) into
--- metrics_1m, once per closed window, with an insert deduplication token, so a replay neither
--- duplicates rows nor double-counts the rollups. Materialized views roll 1m rows up into
--- AggregatingMergeTree tables; histograms merge with sumMap so percentiles stay within 1%.
--- non_replicated_deduplication_window must be set on every table a token insert reaches.
+-- metrics_1m, once per closed window; the writer skips (shard, window) pairs already stored, so
+-- a replay neither duplicates rows nor double-counts the rollups. Materialized views roll 1m
+-- rows up into AggregatingMergeTree tables; histograms merge with sumMap so percentiles stay
+-- within 1% for any window.
 
 CREATE TABLE IF NOT EXISTS metrics_1m
 (
@@ -22,8 +22,7 @@ CREATE TABLE IF NOT EXISTS metrics_1m
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(window_start)
 ORDER BY (metric, model, endpoint, team, window_start, shard)
-TTL window_start + INTERVAL 7 DAY
-SETTINGS non_replicated_deduplication_window = 10000;
+TTL window_start + INTERVAL 7 DAY;
 
 CREATE TABLE IF NOT EXISTS metrics_5m
 (
@@ -42,8 +41,7 @@ CREATE TABLE IF NOT EXISTS metrics_5m
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (metric, model, endpoint, team, window_start)
-TTL window_start + INTERVAL 30 DAY
-SETTINGS non_replicated_deduplication_window = 10000;
+TTL window_start + INTERVAL 30 DAY;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_5m_mv TO metrics_5m AS
 SELECT metric, model, endpoint, team, toStartOfInterval(window_start, INTERVAL 5 MINUTE) AS window_start,
@@ -69,8 +67,7 @@ CREATE TABLE IF NOT EXISTS metrics_15m
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (metric, model, endpoint, team, window_start)
-TTL window_start + INTERVAL 30 DAY
-SETTINGS non_replicated_deduplication_window = 10000;
+TTL window_start + INTERVAL 30 DAY;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_15m_mv TO metrics_15m AS
 SELECT metric, model, endpoint, team, toStartOfInterval(window_start, INTERVAL 15 MINUTE) AS window_start,
@@ -96,8 +93,7 @@ CREATE TABLE IF NOT EXISTS metrics_1h
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (metric, model, endpoint, team, window_start)
-TTL window_start + INTERVAL 90 DAY
-SETTINGS non_replicated_deduplication_window = 10000;
+TTL window_start + INTERVAL 90 DAY;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_1h_mv TO metrics_1h AS
 SELECT metric, model, endpoint, team, toStartOfHour(window_start) AS window_start,
@@ -123,8 +119,7 @@ CREATE TABLE IF NOT EXISTS metrics_6h
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (metric, model, endpoint, team, window_start)
-TTL window_start + INTERVAL 180 DAY
-SETTINGS non_replicated_deduplication_window = 10000;
+TTL window_start + INTERVAL 180 DAY;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_6h_mv TO metrics_6h AS
 SELECT metric, model, endpoint, team, toStartOfInterval(window_start, INTERVAL 6 HOUR) AS window_start,
@@ -150,8 +145,7 @@ CREATE TABLE IF NOT EXISTS metrics_1d
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (metric, model, endpoint, team, window_start)
-TTL window_start + INTERVAL 365 DAY
-SETTINGS non_replicated_deduplication_window = 10000;
+TTL window_start + INTERVAL 365 DAY;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_1d_mv TO metrics_1d AS
 SELECT metric, model, endpoint, team, toStartOfDay(window_start) AS window_start,
@@ -177,8 +171,7 @@ CREATE TABLE IF NOT EXISTS metrics_1w
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (metric, model, endpoint, team, window_start)
-TTL window_start + INTERVAL 730 DAY
-SETTINGS non_replicated_deduplication_window = 10000;
+TTL window_start + INTERVAL 730 DAY;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_1w_mv TO metrics_1w AS
 SELECT metric, model, endpoint, team, toStartOfWeek(window_start, 1) AS window_start,
@@ -204,8 +197,7 @@ CREATE TABLE IF NOT EXISTS metrics_1mo
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (metric, model, endpoint, team, window_start)
-TTL window_start + INTERVAL 1825 DAY
-SETTINGS non_replicated_deduplication_window = 10000;
+TTL window_start + INTERVAL 1825 DAY;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_1mo_mv TO metrics_1mo AS
 SELECT metric, model, endpoint, team, toStartOfMonth(window_start) AS window_start,

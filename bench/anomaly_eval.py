@@ -1,0 +1,294 @@
+"""Labelled evaluation of the default anomaly detector bank: quality and speed.
+
+    .venv/bin/python bench/anomaly_eval.py                 # generated series (operators/series_generator.py)
+    .venv/bin/python bench/anomaly_eval.py --csv a.csv ... # labelled CSVs: timestamp,value,label
+    .venv/bin/python bench/anomaly_eval.py --json          # machine-readable
+
+Scoring is event-level. A labelled range [start, end] counts as detected when at least one alert
+(an emitted anomaly, any type) falls in [start, end + tolerance points]; the detection delay is the
+distance, in points (series steps), from the range start to the first such alert. Every other
+distinct alert time is a false positive. precision = detected ranges / (detected ranges + false
+positives); recall = detected ranges / ranges; F1 their harmonic mean. Per-type recall is over the
+ranges of each injected type, whatever type the alert had.
+
+Three workloads from the generator (all deterministic for --seed):
+  raw       update_value on raw series: spike, drop, level_shift, distribution_shift (variance)
+  windows   update on per-minute WindowMetric of a service: latency (spike, drop, level_shift,
+            distribution_shift via the histogram) and requests (frequency_change)
+  clean     raw stationary Gaussian noise and clean generated series: false positives per 1k points
+Throughput: points/s of update_value (one call per point, interleaved series) for the default
+bank, median of --runs runs; also the batch call and the per-window call.
+
+CSV format: a header row, then timestamp,value,label per row (extra columns ignored). The timestamp
+may be epoch seconds, epoch ms, or ISO-8601; label is 0/1 (also true/false); consecutive 1s form
+one labelled range. Several files are scored together (summed counts).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from config.detection import AnomalySettings  # noqa: E402
+from operators.anomaly import AnomalyDetectorBank  # noqa: E402
+from operators.series_generator import (  # noqa: E402
+    Label,
+    LabelledSeries,
+    stationary_noise,
+    value_series,
+    window_series,
+)
+from schemas.metrics import SeriesKey  # noqa: E402
+
+
+class Score:
+    """Accumulates event-level counts over many series."""
+
+    def __init__(self) -> None:
+        self.ranges = 0
+        self.detected = 0
+        self.fp = 0
+        self.points = 0
+        self.delays: list[float] = []
+        self.by_type: dict[str, list[int]] = {}  # type -> [ranges, detected]
+        self.delay_by_type: dict[str, list[float]] = {}
+
+    def add(self, labels: list[Label], alert_times: list[int], step_ms: int, points: int, tolerance: int) -> None:
+        self.points += points
+        times = sorted(set(alert_times))
+        tol = tolerance * step_ms
+        covered = [False] * len(times)
+        for lab in labels:
+            self.ranges += 1
+            bt = self.by_type.setdefault(lab.type, [0, 0])
+            bt[0] += 1
+            first = None
+            for j, at in enumerate(times):
+                if lab.start_ms <= at <= lab.end_ms + tol:
+                    covered[j] = True
+                    if first is None:
+                        first = at
+            if first is not None:
+                self.detected += 1
+                bt[1] += 1
+                d = (first - lab.start_ms) / step_ms
+                self.delays.append(d)
+                self.delay_by_type.setdefault(lab.type, []).append(d)
+        self.fp += sum(1 for c in covered if not c)
+
+    def report(self) -> dict:
+        p = self.detected / (self.detected + self.fp) if self.detected + self.fp else 1.0
+        r = self.detected / self.ranges if self.ranges else 1.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        out = {
+            "ranges": self.ranges, "detected": self.detected, "false_positives": self.fp, "points": self.points,
+            "precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4),
+            "fp_per_1k_points": round(1000 * self.fp / self.points, 4) if self.points else 0.0,
+            "delay_mean": round(statistics.fmean(self.delays), 2) if self.delays else None,
+            "delay_median": statistics.median(self.delays) if self.delays else None,
+            "per_type": {
+                t: {"ranges": v[0], "recall": round(v[1] / v[0], 4) if v[0] else None,
+                    "delay_median": statistics.median(self.delay_by_type[t]) if self.delay_by_type.get(t) else None}
+                for t, v in sorted(self.by_type.items())
+            },
+        }
+        return out
+
+
+def run_raw(series: list[LabelledSeries], settings: AnomalySettings, tolerance: int) -> Score:
+    score = Score()
+    for s in series:
+        bank = AnomalyDetectorBank(settings)
+        alerts = bank.update_values(s.series, s.times_ms.tolist(), s.values.tolist())
+        score.add(s.labels, [a.window_start_ms for a in alerts], s.step_ms, len(s.values), tolerance)
+    return score
+
+
+def run_windows(seeds: list[int], n: int, settings: AnomalySettings, tolerance: int) -> tuple[Score, float]:
+    score = Score()
+    n_windows = 0
+    elapsed = 0.0
+    for seed in seeds:
+        svc = window_series(seed, n)
+        bank = AnomalyDetectorBank(settings)
+        for lw in (svc.latency, svc.requests):
+            t0 = time.perf_counter()
+            alerts = []
+            for w in lw.windows:
+                alerts.extend(bank.update(w))
+            elapsed += time.perf_counter() - t0
+            n_windows += len(lw.windows)
+            score.add(lw.labels, [a.window_start_ms for a in alerts], lw.step_ms, n, tolerance)
+    return score, n_windows / elapsed if elapsed else 0.0
+
+
+def throughput(settings: AnomalySettings, runs: int, n_series: int = 50, n: int = 4000) -> dict:
+    """Points/s of update_value, one call per point, series interleaved (as a stream would be)."""
+    data = [value_series(1000 + i, n, per_type=1) for i in range(n_series)]
+    stream = []
+    for j in range(n):
+        for s in data:
+            if j < len(s.values):
+                stream.append((s.series, int(s.times_ms[j]), float(s.values[j])))
+    per_call, batch = [], []
+    for _ in range(runs):
+        bank = AnomalyDetectorBank(settings)
+        upd = bank.update_value
+        t0 = time.perf_counter()
+        for key, t, v in stream:
+            upd(key, t, v)
+        per_call.append(len(stream) / (time.perf_counter() - t0))
+        bank = AnomalyDetectorBank(settings)
+        cols = [(s.series, s.times_ms.tolist(), s.values.tolist()) for s in data]
+        t0 = time.perf_counter()
+        for key, ts, vs in cols:
+            bank.update_values(key, ts, vs)
+        batch.append(len(stream) / (time.perf_counter() - t0))
+    return {"points": len(stream), "runs": runs, "update_value_points_per_s": round(statistics.median(per_call)),
+            "update_values_points_per_s": round(statistics.median(batch))}
+
+
+def _parse_time(raw: str) -> int:
+    raw = raw.strip()
+    try:
+        x = float(raw)
+    except ValueError:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return int(dt.timestamp() * 1000)
+    if x > 1e11:  # already ms
+        return int(x)
+    if x > 1e8:  # epoch seconds
+        return int(x * 1000)
+    return int(x * 60_000)  # a plain index: assume one point per minute
+
+
+def read_csv(path: Path) -> LabelledSeries:
+    times: list[int] = []
+    values: list[float] = []
+    flags: list[bool] = []
+    with path.open(newline="") as f:
+        rows = csv.reader(f)
+        header = next(rows, None)
+        if header is not None:
+            try:
+                float(header[1])
+                rows_iter = [header]  # no header row after all
+            except (ValueError, IndexError):
+                rows_iter = []
+        else:
+            rows_iter = []
+        for row in [*rows_iter, *rows]:
+            if len(row) < 2 or not row[1].strip():
+                continue
+            try:
+                v = float(row[1])
+            except ValueError:
+                continue
+            if math.isnan(v):
+                continue
+            times.append(_parse_time(row[0]))
+            values.append(v)
+            lab = row[2].strip().lower() if len(row) > 2 else "0"
+            flags.append(lab in ("1", "1.0", "true", "yes"))
+    import numpy as np
+
+    order = sorted(range(len(times)), key=times.__getitem__)
+    times = [times[i] for i in order]
+    values = [values[i] for i in order]
+    flags = [flags[i] for i in order]
+    diffs = [b - a for a, b in zip(times, times[1:]) if b > a]
+    step = int(statistics.median(diffs)) if diffs else 60_000
+    labels: list[Label] = []
+    i = 0
+    while i < len(flags):
+        if flags[i]:
+            j = i
+            while j + 1 < len(flags) and flags[j + 1]:
+                j += 1
+            labels.append(Label(times[i], times[j], "labelled"))
+            i = j + 1
+        else:
+            i += 1
+    return LabelledSeries(SeriesKey("value", path.stem), np.array(times, dtype=np.int64), np.array(values), labels, step)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--series", type=int, default=40, help="generated raw series (default 40)")
+    ap.add_argument("--services", type=int, default=12, help="generated window services (default 12)")
+    ap.add_argument("--days", type=float, default=4.0, help="length of each generated series in days of minutes")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=5, help="throughput runs (median reported)")
+    ap.add_argument("--tolerance", type=int, default=5, help="points after a range that still count as a hit")
+    ap.add_argument("--csv", type=Path, nargs="*", help="labelled CSV files (timestamp,value,label) instead")
+    ap.add_argument("--hst", action="store_true", help="add river HalfSpaceTrees to the ensemble")
+    ap.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    settings = AnomalySettings(use_hst=args.hst)
+    result: dict = {"settings": {"z_threshold": settings.z_threshold, "window": settings.window,
+                                 "tolerance_points": args.tolerance, "hst": args.hst}}
+    if args.csv:
+        series = []
+        for p in args.csv:
+            try:
+                series.append(read_csv(p))
+            except (OSError, StopIteration, IndexError, ValueError) as exc:
+                print(f"error: cannot read {p}: {exc}", file=sys.stderr)
+                return 2
+        result["csv"] = run_raw(series, settings, args.tolerance).report()
+    else:
+        n = int(args.days * 1440)
+        raw = [value_series(args.seed * 10_000 + i, n) for i in range(args.series)]
+        result["raw"] = run_raw(raw, settings, args.tolerance).report()
+        wscore, wps = run_windows([args.seed * 10_000 + 500 + i for i in range(args.services)], n, settings,
+                                  args.tolerance)
+        result["windows"] = wscore.report()
+        result["windows"]["windows_per_s"] = round(wps)
+        clean = [stationary_noise(args.seed * 10_000 + 900 + i, n) for i in range(args.series // 2)]
+        clean += [value_series(args.seed * 10_000 + 950 + i, n, clean=True) for i in range(args.series // 2)]
+        result["clean"] = run_raw(clean, settings, args.tolerance).report()
+    if not args.no_speed:
+        result["throughput"] = throughput(settings, args.runs)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        _print(result)
+    return 0
+
+
+def _print(result: dict) -> None:
+    print(f"settings: {result['settings']}")
+    for name in ("raw", "windows", "clean", "csv"):
+        r = result.get(name)
+        if not r:
+            continue
+        print(f"\n[{name}] ranges={r['ranges']} detected={r['detected']} fp={r['false_positives']} "
+              f"points={r['points']} fp/1k={r['fp_per_1k_points']}")
+        print(f"  precision={r['precision']} recall={r['recall']} f1={r['f1']} "
+              f"delay mean={r['delay_mean']} median={r['delay_median']} (points)")
+        for t, v in r["per_type"].items():
+            print(f"  {t:<20} ranges={v['ranges']:<4} recall={v['recall']} delay_median={v['delay_median']}")
+        if "windows_per_s" in r:
+            print(f"  windows/s={r['windows_per_s']}")
+    if "throughput" in result:
+        t = result["throughput"]
+        print(f"\n[throughput] {t['points']} points, median of {t['runs']} runs: "
+              f"update_value {t['update_value_points_per_s']:,} points/s; "
+              f"update_values (batch) {t['update_values_points_per_s']:,} points/s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Normalization settings: how each source's events are decoded, corrected and validated.
+
+Embedded in the main config under `[normalization]`; every field has a default, so
+`NormalizationSettings()` is a working configuration. Per-source sections are keyed by source
+module (`[normalization.sources.cost]`, ...).
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+Mode = Literal["strict", "lenient"]
+WireFormat = Literal["auto", "hub", "base", "otlp_json", "otlp_proto"]
+CostUnit = Literal["usd", "cents", "micros"]
+
+# Currency -> USD rates used when a source sends no better ones. Operators should set real rates.
+DEFAULT_CURRENCY_RATES: dict[str, float] = {"EUR": 1.08, "GBP": 1.25, "JPY": 0.0067, "CAD": 0.73, "AUD": 0.66}
+
+
+class SourceNormalization(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Settings for one source module."""
+
+    # How far this source's clock runs ahead of true time; subtracted from its event times.
+    clock_skew_ms: int = 0
+    # Rename fields before decoding: dotted path in the message -> canonical dotted path
+    # (e.g. "data.durationMs" -> "data.latencyMs"); for OTLP spans the keys are attribute
+    # names (e.g. "app.model" -> "gen_ai.request.model"). A target may end in ":UNIT" to convert
+    # a bare number on the way (durations s/ms/us/ns/min/h, sizes B/KB/MB/GB/TB, rates /s /min /h).
+    field_mappings: dict[str, str] = {}
+    # Pin the wire format of this source's topic instead of detecting it per message.
+    wire_format: WireFormat = "auto"
+    # Money fields arrive in this unit of their currency (cents = 1/100, micros = 1/1,000,000).
+    cost_unit: CostUnit = "usd"
+    # Currency code -> USD per unit; merged over DEFAULT_CURRENCY_RATES.
+    currency_rates: dict[str, Annotated[float, Meta(gt=0)]] = {}
+    # Overrides NormalizationSettings.mode for this source.
+    mode: Mode | None = None
+
+
+class SourcesNormalization(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    telemetry: SourceNormalization = msgspec.field(default_factory=SourceNormalization)
+    security: SourceNormalization = msgspec.field(default_factory=SourceNormalization)
+    cost: SourceNormalization = msgspec.field(default_factory=SourceNormalization)
+    governance: SourceNormalization = msgspec.field(default_factory=SourceNormalization)
+    registry: SourceNormalization = msgspec.field(default_factory=SourceNormalization)
+    policy: SourceNormalization = msgspec.field(default_factory=SourceNormalization)
+
+    def get(self, source: str) -> SourceNormalization:
+        return getattr(self, source)
+
+
+class NormalizationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """strict: reject anything invalid. lenient: fix what is unambiguous (numeric strings,
+    short semver, enum case/aliases, missing id or time from the message itself) and count a
+    warning; reject the rest."""
+
+    mode: Mode = "strict"
+    sources: SourcesNormalization = msgspec.field(default_factory=SourcesNormalization)
+    # Duplicates (same event id) are dropped when seen again within this much event time.
+    dedup_window_s: Annotated[int, Meta(gt=0)] = 300
+    # Upper bound on remembered event ids (~150 bytes each); the oldest go first beyond it.
+    dedup_max_entries: Annotated[int, Meta(gt=0)] = 1_000_000
+    # Event times further ahead of the hub's clock than this are impossible.
+    max_future_skew_s: Annotated[int, Meta(ge=0)] = 300
+    # Event times older than this are impossible (raise it to replay old archives).
+    max_event_age_s: Annotated[int, Meta(gt=0)] = 30 * 86_400

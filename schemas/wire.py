@@ -1,0 +1,242 @@
+"""Wire-format Structs: what producers send, decoded by msgspec straight into typed objects.
+
+Three JSON formats (OTLP protobuf is decoded with `opentelemetry-proto`, see the normalizer):
+
+- hub envelope: the hub's own format. Common fields at the top, `event_type` selects the
+  payload Struct (a tagged union on `event_type`), units canonical (ms, bytes, per second;
+  money in the payload's `currency`).
+- base event: the integration note's base event schema (`eventId`, `eventType`, `source`,
+  `timestamp`, `version`, `data`, `metadata`), camelCase, `eventType` selects the `data`
+  Struct. Duration, size and rate fields also accept strings with a unit ("1.2s", "512MB",
+  "120/min").
+- OTLP/JSON: `ExportTraceServiceRequest` as the OpenTelemetry Collector's Kafka exporter
+  writes it with `encoding: otlp_json`.
+
+The per-type envelope classes are generated from `schemas.events.PAYLOAD_TYPES`, so adding a
+payload type adds it to every format and to the exported JSON Schemas.
+"""
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Any, Union
+
+import msgspec
+from msgspec import Meta
+
+from schemas.events import (
+    PAYLOAD_TYPES,
+    SCHEMA_VERSION,
+    UNIT_FIELDS,
+    is_union,
+    EventId,
+    LatencyBreakdown,
+    Payload,
+    SchemaVersion,
+)
+
+TimeValue = Annotated[
+    Union[int, float, str],
+    Meta(description="ISO-8601 date-time with offset, or epoch seconds/ms/us/ns (detected by magnitude)."),
+]
+
+# --- hub envelope ----------------------------------------------------------------------------------
+
+
+class HubEnvelope(msgspec.Struct, kw_only=True, tag_field="event_type", forbid_unknown_fields=False, gc=False):
+    """Common fields of the hub envelope; one subclass per event type adds the typed `payload`."""
+
+    event_id: EventId
+    event_time: TimeValue
+    source: str = ""
+    schema_version: SchemaVersion = SCHEMA_VERSION
+    correlation_id: str = ""
+    parent_event_id: str = ""
+    severity: str = ""
+    environment: str = ""
+    region: str = ""
+    tags: dict[str, str] = {}
+
+
+def _hub_variant(p: type[Payload]) -> type[HubEnvelope]:
+    tag = p.__struct_config__.tag
+    return msgspec.defstruct(
+        f"Hub{p.__name__}", [("payload", p)], bases=(HubEnvelope,), tag=tag, kw_only=True,
+        module=__name__,
+    )
+
+
+HUB_VARIANTS: tuple[type[HubEnvelope], ...] = tuple(_hub_variant(p) for p in PAYLOAD_TYPES)
+HubMessage = Union[HUB_VARIANTS]  # type: ignore[valid-type]
+
+# --- base event schema (integration note) ----------------------------------------------------------
+
+# Convertible-unit fields accept a number in the canonical unit or a string with a unit.
+_UNIT_WIRE_DESC = {
+    "duration": "Milliseconds as a number, or a string with a unit: '250ms', '1.5s', '2m', '800us'.",
+    "size": "Bytes as a number, or a string with a unit: '512KB', '1.5GB', '10MiB' (1 KB = 1024 B).",
+    "rate": "Per second as a number, or a string with a period: '120/min', '3/s', '7200/h'.",
+}
+
+
+def _wire_type(hint: Any, unit: str | None) -> Any:
+    """Type of a base-format data field: canonical type, widened with `str` for unit fields."""
+    if unit is None or unit == "money":
+        return hint
+    optional = is_union(hint) and type(None) in typing.get_args(hint)
+    desc = _UNIT_WIRE_DESC[unit]
+    widened = Annotated[Union[Annotated[float, Meta(ge=0)], str], Meta(description=desc)]
+    return Union[widened, None] if optional else widened
+
+
+_CAMEL_CACHE: dict[type, type] = {}
+
+
+def _camel_struct(cls: type[msgspec.Struct], extra: list[tuple[str, Any, Any]]) -> type[msgspec.Struct]:
+    """camelCase twin of a payload Struct for the base format's `data` object."""
+    if cls in _CAMEL_CACHE:
+        return _CAMEL_CACHE[cls]
+    hints = typing.get_type_hints(cls, include_extras=True)
+    units = UNIT_FIELDS.get(cls, {})
+    fields: list[tuple[str, Any, Any] | tuple[str, Any]] = []
+    for name, default in zip(cls.__struct_fields__, _defaults(cls)):
+        hint = hints[name]
+        if _is_struct(hint, LatencyBreakdown):
+            hint = Union[_camel_struct(LatencyBreakdown, []), None]
+        typ = _wire_type(hint, units.get(name))
+        fields.append((name, typ) if default is msgspec.NODEFAULT else (name, typ, default))
+    fields.extend(extra)
+    out = msgspec.defstruct(
+        f"{cls.__name__}Data", fields, rename="camel", kw_only=True, omit_defaults=True, gc=False,
+        module=__name__,
+    )
+    out.__doc__ = f"`data` of a base-format event carrying {cls.__name__} (camelCase fields)."
+    _CAMEL_CACHE[cls] = out
+    return out
+
+
+def _defaults(cls: type[msgspec.Struct]) -> list[Any]:
+    out = []
+    for f in msgspec.structs.fields(cls):
+        if f.default is not msgspec.NODEFAULT:
+            out.append(f.default)
+        elif f.default_factory is not msgspec.NODEFAULT:
+            out.append(f.default_factory())
+        else:
+            out.append(msgspec.NODEFAULT)
+    return out
+
+
+def _is_struct(hint: Any, cls: type) -> bool:
+    return hint is cls or (is_union(hint) and cls in typing.get_args(hint))
+
+
+class BaseEvent(msgspec.Struct, kw_only=True, tag_field="eventType", rename="camel", forbid_unknown_fields=False,
+                gc=False):
+    """Common fields of the base event schema; one subclass per event type adds typed `data`."""
+
+    event_id: EventId
+    source: str
+    timestamp: TimeValue
+    version: SchemaVersion = SCHEMA_VERSION
+    metadata: dict[str, Any] = {}
+
+
+# `severity` may sit in `data` (the note's violation example does that); it is lifted to the event.
+_DATA_EXTRA: list[tuple[str, Any, Any]] = [("severity", str, "")]
+BASE_DATA_TYPES: dict[type[Payload], type[msgspec.Struct]] = {
+    p: _camel_struct(p, _DATA_EXTRA) for p in PAYLOAD_TYPES
+}
+
+
+def _base_variant(p: type[Payload]) -> type[BaseEvent]:
+    tag = p.__struct_config__.tag
+    return msgspec.defstruct(
+        f"Base{p.__name__}", [("data", BASE_DATA_TYPES[p])], bases=(BaseEvent,), tag=tag, kw_only=True,
+        rename="camel", module=__name__,
+    )
+
+
+BASE_VARIANTS: tuple[type[BaseEvent], ...] = tuple(_base_variant(p) for p in PAYLOAD_TYPES)
+BaseMessage = Union[BASE_VARIANTS]  # type: ignore[valid-type]
+
+# base variant class -> (payload class, {python field name: unit kind} for str-able fields)
+BASE_PAYLOAD_OF: dict[type, type[Payload]] = {v: p for v, p in zip(BASE_VARIANTS, PAYLOAD_TYPES)}
+BREAKDOWN_DATA = _CAMEL_CACHE[LatencyBreakdown]
+
+# --- OTLP/JSON ------------------------------------------------------------------------------------
+
+
+class ArrayValue(msgspec.Struct, gc=False):
+    values: list[AnyValue] = []
+
+
+class AnyValue(msgspec.Struct, gc=False, omit_defaults=True):
+    """OTLP AnyValue; exactly one field is set. int64 arrives as a JSON string or number."""
+
+    stringValue: str | None = None
+    intValue: int | str | None = None
+    doubleValue: float | str | None = None
+    boolValue: bool | None = None
+    arrayValue: ArrayValue | None = None
+    kvlistValue: msgspec.Raw | None = None
+    bytesValue: str | None = None
+
+
+class KeyValue(msgspec.Struct, gc=False):
+    key: str
+    value: AnyValue = msgspec.field(default_factory=AnyValue)
+
+
+class Status(msgspec.Struct, gc=False, omit_defaults=True):
+    code: int | str = 0
+    message: str = ""
+
+
+class SpanEvent(msgspec.Struct, gc=False, omit_defaults=True):
+    name: str = ""
+    timeUnixNano: int | str = 0
+    attributes: list[KeyValue] = []
+
+
+class Span(msgspec.Struct, gc=False, omit_defaults=True):
+    """One OTLP span. Times are unix nanoseconds (JSON string or number)."""
+
+    traceId: str = ""
+    spanId: str = ""
+    parentSpanId: str = ""
+    name: str = ""
+    kind: int | str = 0
+    startTimeUnixNano: int | str = 0
+    endTimeUnixNano: int | str = 0
+    attributes: list[KeyValue] = []
+    events: list[SpanEvent] = []
+    status: Status | None = None
+
+
+class InstrumentationScope(msgspec.Struct, gc=False, omit_defaults=True):
+    name: str = ""
+    version: str = ""
+
+
+class ScopeSpans(msgspec.Struct, gc=False, omit_defaults=True):
+    scope: InstrumentationScope | None = None
+    spans: list[Span] = []
+
+
+class Resource(msgspec.Struct, gc=False, omit_defaults=True):
+    attributes: list[KeyValue] = []
+
+
+class ResourceSpans(msgspec.Struct, gc=False, omit_defaults=True):
+    resource: Resource | None = None
+    scopeSpans: list[ScopeSpans] = []
+
+
+class OtlpTraces(msgspec.Struct, gc=False):
+    """`ExportTraceServiceRequest` in OTLP/JSON: one message holds many spans."""
+
+    resourceSpans: list[ResourceSpans]
+
+
+# Wire format names, as used in config (`wire_format`) and in the exported schema file names.
+WIRE_FORMATS: tuple[str, ...] = ("hub", "base", "otlp_json", "otlp_proto")
