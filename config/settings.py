@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 import msgspec
 
+from config.detection import DetectionSettings
 from config.errors import HubError
+from config.normalization import NormalizationSettings
 
 DEFAULT_CONFIG = Path(__file__).with_name("hub.toml")
 ENV_PREFIX = "HUB_"
@@ -110,6 +112,8 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     recovery: RecoverySettings = msgspec.field(default_factory=RecoverySettings)
     metrics: MetricsEndpointSettings = msgspec.field(default_factory=MetricsEndpointSettings)
+    normalization: NormalizationSettings = msgspec.field(default_factory=NormalizationSettings)
+    detection: DetectionSettings = msgspec.field(default_factory=DetectionSettings)
 
 
 # (section, key) pairs that may only come from the environment.

@@ -12,8 +12,10 @@ from operators.windowing import MetricValues
 
 DIRECT = ("latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cached_tokens", "total_tokens", "cost_usd")
 COMPLIANT = {"passed", "pass", "compliant", "allowed", "allow", "verified", "success"}
-COMPLIANCE_TYPES = ("compliance", "policy_evaluated", "policy.evaluated")
-VIOLATION_MARK = "violation"
+# One event per model call: these count as requests (errors: the ones with is_error set).
+REQUEST_TYPES = {"telemetry.request", "telemetry.latency", "telemetry.error"}
+COMPLIANCE_TYPES = {"governance.compliance", "compliance.verified", "policy.evaluated"}
+VIOLATION_TYPES = {"governance.violation", "violation.detected"}
 METRIC_NAMES = (*DIRECT, "requests", "errors", "security_findings", "policy_violations", "compliance_checks")
 
 
@@ -24,21 +26,18 @@ def _floats(column: list) -> np.ndarray:
 
 def extract(columns: dict[str, list]) -> list[MetricValues]:
     """Per-metric value arrays (NaN = event does not contribute) for one batch of events."""
-    source = np.array(columns["source"], dtype=object)
     event_type = columns["event_type"]
-    n = len(source)
+    n = len(event_type)
     out = [MetricValues(name, _floats(columns[name])) for name in DIRECT]
     is_error = np.array(columns["is_error"], dtype=np.float64)
-    telemetry = source == "telemetry"
-    request = telemetry & (~np.isnan(out[0].values) | ~np.isnan(out[5].values) | ~np.isnan(out[2].values) | (is_error > 0))
+    request = np.fromiter((t in REQUEST_TYPES for t in event_type), dtype=bool, count=n)
     out.append(MetricValues("requests", np.where(request, 1.0, np.nan)))
     out.append(MetricValues("errors", np.where(request, is_error, np.nan)))
-    out.append(MetricValues("security_findings", np.where(source == "security", 1.0, np.nan)))
-    et = np.array([t.lower() for t in event_type], dtype=object) if n else np.array([], dtype=object)
-    violation = np.fromiter((VIOLATION_MARK in t for t in et), dtype=bool, count=n)
-    governance = (source == "governance") | (source == "policy")
-    out.append(MetricValues("policy_violations", np.where(violation & governance, 1.0, np.nan)))
-    check = np.fromiter((any(m in t for m in COMPLIANCE_TYPES) for t in et), dtype=bool, count=n)
+    security = np.fromiter((s == "security" for s in columns["source"]), dtype=bool, count=n)
+    out.append(MetricValues("security_findings", np.where(security, 1.0, np.nan)))
+    violation = np.fromiter((t in VIOLATION_TYPES for t in event_type), dtype=bool, count=n)
+    out.append(MetricValues("policy_violations", np.where(violation, 1.0, np.nan)))
+    check = np.fromiter((t in COMPLIANCE_TYPES for t in event_type), dtype=bool, count=n)
     passed = np.fromiter((o.lower() in COMPLIANT for o in columns["outcome"]), dtype=bool, count=n)
     out.append(MetricValues("compliance_checks", np.where(check, passed.astype(np.float64), np.nan)))
     return out

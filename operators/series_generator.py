@@ -46,6 +46,7 @@ class LabelledSeries:
     values: np.ndarray
     labels: list[Label]
     step_ms: int = MINUTE_MS
+    params: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -123,8 +124,8 @@ def value_series(
     heavy = bool(rng.random() < 0.3)
     trend = float(rng.uniform(-0.05, 0.05))  # relative change per day
     days = (t - t[0]) / 86_400_000.0
-    base = level * (1.0 + trend * days) * _seasonal(t, float(rng.uniform(0.0, 0.4)), float(rng.uniform(0, 0.3)),
-                                                   float(rng.uniform(0, 24)))
+    amp, weekend = float(rng.uniform(0.0, 0.4)), float(rng.uniform(0, 0.3))
+    base = level * (1.0 + trend * days) * _seasonal(t, amp, weekend, float(rng.uniform(0, 24)))
     scale = np.ones(n)
     add = np.zeros(n)
     labels: list[Label] = []
@@ -156,7 +157,9 @@ def value_series(
     for g in range(int(rng.integers(0, 3))):
         gs = int(rng.integers(0, n - 30))
         keep[gs:gs + int(rng.integers(5, 30))] = False
-    return LabelledSeries(SeriesKey(name, f"s{seed}"), t[keep], values[keep], labels, step_ms)
+    params = {"level": level, "noise_rel": noise_rel, "phi": phi, "heavy": heavy, "trend": trend,
+              "daily_amp": amp, "weekend_drop": weekend}
+    return LabelledSeries(SeriesKey(name, f"s{seed}"), t[keep], values[keep], labels, step_ms, params)
 
 
 def _hist(samples: np.ndarray) -> dict[int, int]:

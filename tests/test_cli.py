@@ -1,0 +1,84 @@
+"""The `hub` CLI: subcommands, --help everywhere, one-line errors with non-zero exits."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from flows.cli import build_parser, main
+
+COMMANDS = [["run"], ["migrate"], ["query"], ["schema", "export"], ["config", "show"], ["config", "check"]]
+
+
+def hub(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_subcommand_has_help_and_global_options(cmd, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*cmd, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for opt in ("--config", "--kafka", "--clickhouse"):
+        assert opt in out
+
+
+def test_unknown_option_is_one_line_usage_error():
+    r = hub("query", "--bogus")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "unrecognized arguments: --bogus" in r.stderr
+
+
+@pytest.mark.parametrize("args, env, expected", [
+    (["query", "--config", "/nonexistent/hub.toml", "SELECT 1"], {}, "cannot read config file /nonexistent/hub.toml"),
+    (["config", "check"], {"HUB_KAFKA__BATCH_SIZE": "lots"}, "kafka.batch_size"),
+    (["query", "--clickhouse", "http://127.0.0.1:9", "SELECT 1"], {}, "cannot connect to ClickHouse at http://127.0.0.1:9"),
+    (["run", "--kafka", "127.0.0.1:9", "--clickhouse", "chdb://{tmp}/s"], {"HUB_KAFKA__CONNECT_TIMEOUT_S": "2"},
+     "Kafka at 127.0.0.1:9 did not answer"),
+    (["run", "--input", "/nonexistent.jsonl", "--clickhouse", "chdb://{tmp}/s"], {}, "input file /nonexistent.jsonl does not exist"),
+])
+def test_operator_mistakes_are_one_line_errors(tmp_path, args, env, expected):
+    r = hub(*[a.replace("{tmp}", str(tmp_path)) for a in args], env=env)
+    assert r.returncode == 1
+    assert expected in r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_query_formats_and_bad_sql(chdb_dsn, capsys):
+    assert main(["migrate", "--clickhouse", chdb_dsn]) == 0
+    capsys.readouterr()
+    assert main(["query", "--clickhouse", chdb_dsn, "--format", "jsonl", "SELECT 1 AS a, 'x' AS b"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"a": 1, "b": "x"}
+    assert main(["query", "--clickhouse", chdb_dsn, "--format", "csv", "SELECT 1 AS a"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["a", "1"]
+    assert main(["query", "--clickhouse", chdb_dsn, "SELECT 42 AS answer"]) == 0
+    assert "answer" in capsys.readouterr().out
+    assert main(["query", "--clickhouse", chdb_dsn, "SELEC 1"]) == 1
+    assert "ClickHouse rejected the query" in capsys.readouterr().err
+    for report in ("latency", "cost", "errors"):
+        assert main(["query", "--clickhouse", chdb_dsn, "--report", report]) == 0
+
+
+def test_config_show_masks_secrets(capsys, monkeypatch):
+    monkeypatch.setenv("HUB_CLICKHOUSE__PASSWORD", "hunter2")
+    assert main(["config", "show", "--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["clickhouse"]["password"] == "***"
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "[kafka.topics]" in out
+
+
+def test_migrate_status_lists_pending_then_applied(chdb_dsn, capsys):
+    assert main(["migrate", "--status", "--clickhouse", chdb_dsn]) == 0
+    assert "pending" in capsys.readouterr().out
+    assert main(["migrate", "--clickhouse", chdb_dsn]) == 0
+    assert main(["migrate", "--status", "--clickhouse", chdb_dsn]) == 0
+    out = capsys.readouterr().out
+    assert "pending" not in out and "0001_core  applied" in out
