@@ -50,7 +50,8 @@ class MetricDetection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Windows with fewer events than this are not scored for mean/rate/max (too noisy).
     min_count: int = 1
     fill_missing: bool | None = None
-    # Seasonal baseline: none, daily (hour-of-day profile), weekly (hour-of-day + day-of-week).
+    # Seasonal baseline: none, daily (hour-of-day profile), weekly (separate hour-of-day profiles
+    # for weekdays and weekends).
     seasonality: Literal["none", "daily", "weekly"] = "weekly"
 
 
@@ -101,9 +102,8 @@ class AnomalySettings(msgspec.Struct, forbid_unknown_fields=True):
     hist_half_life: int = 60
     hist_coarsen_bits: int = 3
     hist_min_js: float = 0.02
-    # Seasonal profile averaging time (days of data per hour-of-day slot; weeks per weekday slot).
+    # Seasonal profile averaging time (days of data behind each hour-of-day slot).
     season_days: float = 4.0
-    season_weeks: float = 3.0
     # Missing windows filled with zeros at most this many at a time (bounded work after a gap).
     max_gap_fill: int = 64
     # Bounded memory: least-recently-updated series are evicted beyond this.

@@ -90,6 +90,7 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
         dead: list[list] = []
         late: list[list] = []
         windows: list[list] = []
+        produced: list = []
         pending = 0
         oldest = 0.0
         max_rows = self.cfg.clickhouse.insert_batch_rows
@@ -110,6 +111,8 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
                             for col, values in zip(events, out.event_columns):
                                 col.extend(values)
                             pending += out.events
+                        if out.produced_ms is not None:
+                            produced.append(out.produced_ms)
                         if out.dead_letters:
                             dead.extend(dead_letter_row(d) for d in out.dead_letters)
                             self._produce_dead_letters(out.dead_letters)
@@ -122,8 +125,11 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
                 if force or pending >= max_rows or len(dead) >= max_rows or (
                         oldest and time.monotonic() - oldest >= max_delay) or (not pending and (dead or late or windows)):
                     self._flush_buffers(events, dead, late, windows)
+                    done_ms = int(time.time() * 1000)
+                    for stamps in produced:
+                        telemetry.LATENCY_SAMPLE.record(stamps, done_ms)
                     events = [[] for _ in EVENT_NAMES]
-                    dead, late, windows, pending, oldest = [], [], [], 0, 0.0
+                    dead, late, windows, produced, pending, oldest = [], [], [], [], 0, 0.0
                 if force:
                     if self.producer is not None:
                         self.producer.flush(30)

@@ -5,7 +5,8 @@ import sys
 import threading
 import time
 
-from prometheus_client import Counter, start_http_server
+import numpy as np
+from prometheus_client import Counter, Histogram, start_http_server
 
 EVENTS = Counter("hub_events_total", "Events normalized and accepted", ["source"])
 DEAD_LETTERS = Counter("hub_dead_letters_total", "Inputs rejected to the dead-letter table/topic", ["reason"])
@@ -13,6 +14,43 @@ LATE = Counter("hub_late_events_total", "Events later than the allowed lateness 
 WINDOWS = Counter("hub_windows_closed_total", "1-minute series windows closed and written")
 BATCHES = Counter("hub_batches_total", "Input batches processed")
 STORE_RETRIES = Counter("hub_store_retries_total", "ClickHouse insert attempts retried")
+E2E_LATENCY = Histogram("hub_end_to_end_latency_seconds", "Kafka produce time to queryable in ClickHouse (1 in 64 messages)",
+                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+SAMPLE_EVERY = 64
+
+
+class LatencySample:
+    """A bounded sample of end-to-end latencies (ms) for benchmarks and the summary line."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self.values: list[np.ndarray] = []
+        self.size = 0
+        self.lock = threading.Lock()
+
+    def record(self, produced_ms: np.ndarray, done_ms: int) -> None:
+        sampled = produced_ms[::SAMPLE_EVERY]
+        sampled = sampled[sampled > 0]
+        if not len(sampled):
+            return
+        latency = done_ms - sampled
+        for value in (latency / 1000.0).tolist():
+            E2E_LATENCY.observe(value)
+        with self.lock:
+            if self.size < self.limit:
+                self.values.append(latency)
+                self.size += len(latency)
+
+    def all(self) -> np.ndarray:
+        with self.lock:
+            return np.concatenate(self.values) if self.values else np.empty(0)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.values, self.size = [], 0
+
+
+LATENCY_SAMPLE = LatencySample()
 
 
 def serve(host: str, port: int) -> None:

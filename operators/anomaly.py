@@ -7,8 +7,8 @@ per series (operators/anomaly_detectors.py):
 
 - value member (RobustDetector on the per-window value chosen per metric: mean, sum, count, rate,
   max): spike, drop, level_shift (and, for raw streams, volatility -> distribution_shift);
-- rate member (RobustDetector on events per window, missing windows counted as 0, Poisson noise
-  floor): frequency_change, both directions, including level changes of the rate;
+- rate member (RobustDetector on log(1 + events per window), missing windows counted as 0, Poisson
+  noise floor): frequency_change, both directions, including level changes of the rate;
 - histogram member (HistShiftDetector on the window's log-bucket histogram): distribution_shift;
 - optionally river HalfSpaceTrees (settings.use_hst) as a further spike/drop voter.
 
@@ -108,8 +108,7 @@ class AnomalyDetectorBank:
         thr = s.z_threshold / max(cfg.sensitivity, 1e-6)
         season = SEASON_CODES.get(cfg.seasonality, 0)
         common = dict(window=s.window, warm_up=cfg.warm_up, threshold=thr, cusum_k=s.cusum_k, cusum_h=s.cusum_h,
-                      cusum_clip=s.cusum_clip, season=season, season_days=s.season_days,
-                      season_weeks=s.season_weeks)
+                      cusum_clip=s.cusum_clip, season=season, season_days=s.season_days)
         value = rate = hist = None
         if raw or types & VALUE_TYPES:
             floor_kind = {"count": FLOOR_POISSON, "rate": FLOOR_BINOMIAL}.get(cfg.value, FLOOR_RELATIVE)
@@ -124,7 +123,8 @@ class AnomalyDetectorBank:
                 volatility_span=s.volatility_span, volatility_slow_span=s.volatility_slow_span,
                 hst=hst, hst_threshold=s.hst_threshold, **common)
         if not raw and "frequency_change" in types:
-            rate = RobustDetector(floor_kind=FLOOR_POISSON, types=("frequency_change",) * 3, prefix="rate", **common)
+            rate = RobustDetector(floor_kind=FLOOR_POISSON, types=("frequency_change",) * 3, prefix="rate", log=True,
+                                  **common)
         if not raw and "distribution_shift" in types:
             hist = HistShiftDetector(half_life=s.hist_half_life, bits=s.hist_coarsen_bits, min_count=s.hist_min_count,
                                      min_js=s.hist_min_js, window=s.window, warm_up=cfg.warm_up, threshold=thr)

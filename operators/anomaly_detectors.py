@@ -1,13 +1,15 @@
 """Per-series online detectors: the ensemble members behind `operators.anomaly.AnomalyDetectorBank`.
 
 All members learn online (no training phase beyond a warm-up), keep bounded state (fixed-size
-ring buffers, 24 + 7 seasonal slots, a pruned reference histogram) and pickle compactly, because
+ring buffers, 24 or 48 seasonal slots, a pruned reference histogram) and pickle compactly, because
 they live in Bytewax recovery snapshots.
 
 `RobustDetector` (one per scalar stream) does, per point, predict-then-learn:
   1. seasonal baseline: the point is deseasonalized with an additive hour-of-day profile (linearly
-     interpolated between hourly slots) plus a day-of-week offset, both learned by exponential
-     averaging over days/weeks of data, clipped so outliers do not teach the profile;
+     interpolated between hourly slots; "weekly" keeps separate weekday and weekend profiles),
+     learned as the deviation from a one-day EWMA level and averaged over ~season_days days;
+     outliers do not teach it, and it is applied only while its out-of-sample error is below
+     that of no profile (so non-seasonal series are not made noisier by it);
   2. spike / drop: robust z = (y - median) / sigma over the last `window` deseasonalized points,
      sigma = IQR / 1.349 (mean absolute deviation * 1.2533 when the IQR is 0, e.g. discrete data),
      floored by a noise model (relative, Poisson for counts, binomial for rates);
@@ -17,9 +19,9 @@ they live in Bytewax recovery snapshots.
   4. volatility (distribution shift of a raw stream): fast vs slow EWMA of |first difference|
      relative to its own slow mean, standardized by its own slow variance (self-calibrating; first
      differences make it blind to level shifts and to single spikes).
-`HistShiftDetector` measures the Jensen-Shannon divergence between a window's log-bucket histogram
-and a decayed reference histogram, and scores that divergence with a one-sided RobustDetector, so
-the threshold adapts to the series' own sampling noise.
+`HistShiftDetector` measures the Jensen-Shannon divergence between a window's median-aligned
+log-bucket histogram and a decayed reference shape, and scores that divergence with a one-sided
+RobustDetector, so the threshold adapts to the series' own sampling noise.
 
 Scores: r = |statistic| / threshold, score = r^4 / (1 + r^4) (0.5 at the threshold).
 """
@@ -39,6 +41,11 @@ FLOOR_ABSOLUTE = 3  # sigma >= a fixed value (divergence streams)
 
 SEASON_NONE, SEASON_DAILY, SEASON_WEEKLY = 0, 1, 2
 SEASON_CODES = {"none": SEASON_NONE, "daily": SEASON_DAILY, "weekly": SEASON_WEEKLY}
+
+Q99_GAUSS = 2.5758  # 99th percentile of |N(0,1)|
+Q99_STEP = 0.05  # stochastic-approximation step of the running |z| percentile (z units)
+LONG_SPAN = 256  # points behind the slow self-calibration statistics
+MAX_RHO = 0.95
 
 # Finding: (anomaly_type, score, expected, spread, observed, detector)
 Finding = tuple[str, float, float, float, float, str]
@@ -64,8 +71,9 @@ class RobustDetector:
         "W", "ring", "srt", "pos", "n", "warm", "thr", "k", "h", "clip", "floor_kind", "floor_val",
         "types", "prefix", "spike_on", "drop_on", "cusum_on", "vol_on",
         "sp", "sn", "lp", "ln",
-        "season", "prof", "dow", "c_h", "c_d", "t_last", "dt", "hour_mark", "day_mark",
+        "season", "prof", "wsum", "c_h", "t_first", "t_last", "dt", "hour_mark", "lvl", "nl", "eu", "ee", "s_on",
         "prev", "nv", "vr", "vf", "vm", "vv", "a_f", "a_s", "hst", "hst_thr",
+        "q99", "zr", "zprev", "nz", "sh_delta", "sh_sig", "sh_left", "log",
     )
 
     def __init__(
@@ -89,11 +97,14 @@ class RobustDetector:
         volatility_slow_span: int = 256,
         season: int = SEASON_NONE,
         season_days: float = 4.0,
-        season_weeks: float = 3.0,
         hst: object | None = None,
         hst_threshold: float = 0.9,
+        log: bool = False,
     ) -> None:
         self.W = max(8, int(window))
+        # log: model log1p(x) (event rates: multiplicative noise and seasonality, drops to zero
+        # stand out); findings are reported back in the original units.
+        self.log = log
         self.ring: list[float] = []
         self.srt: list[float] = []
         self.pos = 0
@@ -107,16 +118,21 @@ class RobustDetector:
         self.spike_on, self.drop_on, self.cusum_on, self.vol_on = spike, drop, cusum, volatility
         self.sp = self.sn = 0.0
         self.lp = self.ln = 0
+        # Seasonal model: hour-of-day profile (weekly: one for weekdays, one for weekends).
         self.season = season
-        self.prof = [0.0] * 24 if season else None
-        self.dow = [0.0] * 7 if season == SEASON_WEEKLY else None
-        # Per-point learning rate = (point spacing) * c: a slot averages over ~season_days days.
-        self.c_h = 1.0 / (HOUR_MS * season_days)
-        self.c_d = 1.0 / (DAY_MS * season_weeks)
+        slots = 48 if season == SEASON_WEEKLY else 24
+        self.prof = [0.0] * slots if season else None
+        self.wsum = [0.0] * slots if season else None
+        self.c_h = 1.0 / (HOUR_MS * season_days)  # per-point step = spacing * c_h
+        self.t_first = -1
         self.t_last = -1
         self.dt = 0.0
         self.hour_mark = -1
-        self.day_mark = -1
+        self.lvl = 0.0  # daily level of the deseasonalized stream (EWMA over ~1 day)
+        self.nl = 0
+        self.eu = 0.0  # EWMA of squared deviation from the daily level without / with the profile
+        self.ee = 0.0
+        self.s_on = False
         self.prev = math.nan
         self.nv = 0
         self.vr = self.vf = self.vm = self.vv = 0.0
@@ -124,6 +140,17 @@ class RobustDetector:
         self.a_s = 2.0 / (volatility_slow_span + 1)
         self.hst = hst
         self.hst_thr = hst_threshold
+        # Tail calibration: running 99th percentile of |z| (Gaussian: 2.576).
+        self.q99 = Q99_GAUSS
+        # Lag-1 sign correlation of z (CUSUM long-run scale).
+        self.zr = 0.0
+        self.zprev = 0.0
+        self.nz = 0
+        # Shadow of the level before the last CUSUM shift: a prompt return to it is recovery,
+        # not a new anomaly (temporary surges and outages end without a second alarm burst).
+        self.sh_delta = 0.0
+        self.sh_sig = 0.0
+        self.sh_left = 0
 
     # -- state -------------------------------------------------------------------------------
     def __getstate__(self) -> dict:
@@ -137,20 +164,25 @@ class RobustDetector:
         self.ring = st["ring"].tolist()
         self.srt = sorted(self.ring)
 
-    def _position(self, t: int) -> tuple[int, int, float, int]:
+    def _slot(self, t: int) -> tuple[int, int, float]:
+        """Profile slots either side of t and the interpolation weight of the second."""
         pos_h = (t % DAY_MS) / HOUR_MS - 0.5  # slot i is centred on hour i + 0.5
         if pos_h < 0.0:
             pos_h += 24.0
         i0 = int(pos_h)
-        return i0, (i0 + 1 if i0 < 23 else 0), pos_h - i0, (t // DAY_MS + 3) % 7  # Monday = 0
+        w = pos_h - i0
+        i1 = i0 + 1 if i0 < 23 else 0
+        if self.season == SEASON_WEEKLY and (t // DAY_MS + 3) % 7 >= 5:  # Saturday, Sunday
+            i0 += 24
+            i1 += 24
+        return i0, i1, w
 
     def seasonal(self, t: int) -> float:
-        """Seasonal offset the baseline adds at time t (0 when seasonality is off)."""
-        if not self.season:
+        """Seasonal offset the baseline adds at time t (0 when seasonality is off or not useful)."""
+        if not self.season or not self.s_on:
             return 0.0
-        i0, i1, w, d = self._position(t)
-        s = self.prof[i0] + w * (self.prof[i1] - self.prof[i0])
-        return s + self.dow[d] if self.dow is not None else s
+        i0, i1, w = self._slot(t)
+        return self.prof[i0] + w * (self.prof[i1] - self.prof[i0])
 
     def baseline(self) -> tuple[float, float]:
         """(median, sigma) of the deseasonalized window, before any floor."""
@@ -167,6 +199,15 @@ class RobustDetector:
     # -- hot path ----------------------------------------------------------------------------
     def step(self, t: int, x: float, nobs: float = 0.0) -> list[Finding] | None:
         """Score x at time t (ms) against the current baseline, then learn it. None = nothing found."""
+        if self.log:
+            out = self._step(t, math.log1p(x if x > 0.0 else 0.0), nobs)
+            if out:
+                ex = math.expm1
+                out = [(typ, sc, ex(e), sg * (ex(e) + 1.0), ex(o), det) for typ, sc, e, sg, o, det in out]
+            return out
+        return self._step(t, x, nobs)
+
+    def _step(self, t: int, x: float, nobs: float) -> list[Finding] | None:
         out: list[Finding] | None = None
         season = self.season
         if season:
@@ -176,18 +217,20 @@ class RobustDetector:
             i0 = int(pos_h)
             w = pos_h - i0
             i1 = i0 + 1 if i0 < 23 else 0
+            if season == SEASON_WEEKLY and (t // DAY_MS + 3) % 7 >= 5:
+                i0 += 24
+                i1 += 24
             prof = self.prof
-            s = prof[i0] + w * (prof[i1] - prof[i0])
-            if season == SEASON_WEEKLY:
-                d = (t // DAY_MS + 3) % 7
-                s += self.dow[d]
+            s_full = prof[i0] + w * (prof[i1] - prof[i0])
+            s = s_full if self.s_on else 0.0
         else:
-            s = 0.0
+            s = s_full = 0.0
         y = x - s
         srt = self.srt
         m = len(srt)
         n = self.n
         med = sig = 0.0
+        outlier = False
         if n >= self.warm:
             med = srt[m >> 1] if m & 1 else 0.5 * (srt[(m >> 1) - 1] + srt[m >> 1])
             sig = (srt[(3 * m) >> 2] - srt[m >> 2]) * 0.7413
@@ -198,7 +241,10 @@ class RobustDetector:
             if fk == FLOOR_RELATIVE:
                 fl = self.floor_val * (exp_ if exp_ >= 0.0 else -exp_)
             elif fk == FLOOR_POISSON:
-                fl = math.sqrt(exp_ if exp_ > 1.0 else 1.0)
+                if self.log:  # Poisson sd through the log1p transform (delta method)
+                    fl = 1.0 / math.sqrt(math.exp(exp_)) if exp_ > 0.0 else 1.0
+                else:
+                    fl = math.sqrt(exp_ if exp_ > 1.0 else 1.0)
             elif fk == FLOOR_BINOMIAL and nobs > 0.0:
                 p = exp_ if exp_ > 0.0 else 0.0
                 if p < 1.0 / (nobs + 1.0):
@@ -215,14 +261,37 @@ class RobustDetector:
             if sig < 1e-12:
                 sig = 1e-12
             z = (y - med) / sig
+            if self.sh_left:
+                self.sh_left -= 1
+                thr0 = self.thr
+                if (z >= thr0 or z <= -thr0) and abs(y - (med - self.sh_delta)) <= 3.0 * max(self.sh_sig, sig):
+                    self._revert_shift()
+                    med -= self.sh_delta
+                    exp_ -= self.sh_delta
+                    z = (y - med) / sig
+                    self.sh_left = 0
+            # Heavy tails: the threshold is in units of the series' own 99th-percentile |z|
+            # (never below nominal), so a t-distributed series is not "always spiking".
+            az = z if z >= 0.0 else -z
+            q = self.q99
             thr = self.thr
+            tf = q * (1.0 / Q99_GAUSS)
+            if tf > 1.0:
+                thr *= tf
+            if az < thr and self.sp < 0.5 * self.h and self.sn < 0.5 * self.h:  # learn from normal points only
+                if az > q:
+                    self.q99 = q + Q99_STEP * 0.99
+                else:
+                    self.q99 = q - Q99_STEP * 0.01
             if z >= thr:
+                outlier = True
                 if self.spike_on:
                     r = z / thr
                     r *= r
                     r *= r
                     out = [(self.types[0], r / (1.0 + r), exp_, sig, x, self.prefix + "_z")]
             elif z <= -thr:
+                outlier = True
                 if self.drop_on:
                     r = z / thr
                     r *= r
@@ -231,6 +300,26 @@ class RobustDetector:
             if self.cusum_on:
                 c = self.clip
                 zc = c if z > c else (-c if z < -c else z)
+                # Standardize by the long-run sd of z (AR(1) inflation sqrt((1+rho)/(1-rho))):
+                # autocorrelated noise, wander and baseline lag otherwise mimic shifts.
+                # Autocorrelation from the lag-1 sign correlation (robust: an outlier counts as
+                # much as any point): for Gaussian AR(1), E[sgn z_t sgn z_t-1] = 2/pi asin(rho).
+                # Frozen while a shift is building up, so a shift cannot explain itself away.
+                sg = 1.0 if z > 0.0 else (-1.0 if z < 0.0 else 0.0)
+                if not outlier and self.sp < 0.5 * self.h and self.sn < 0.5 * self.h:
+                    nz = self.nz + 1
+                    self.nz = nz
+                    a = 2.0 / (LONG_SPAN + 1)
+                    if a < 1.0 / nz:
+                        a = 1.0 / nz
+                    self.zr += a * (sg * self.zprev - self.zr)
+                self.zprev = sg
+                rs = self.zr
+                if rs > 0.0:
+                    rho = math.sin(1.5707963267948966 * rs)
+                    if rho > MAX_RHO:
+                        rho = MAX_RHO
+                    zc *= math.sqrt((1.0 - rho) / (1.0 + rho))
                 k = self.k
                 sp = self.sp + zc - k
                 if sp > 0.0:
@@ -248,12 +337,13 @@ class RobustDetector:
                 h = self.h
                 if sp > h or sn > h:
                     f = self._level_shift(y, med, sig, s, max(sp, sn) / h, self.lp if sp > h else self.ln)
+                    outlier = True
                     if out is None:
                         out = [f]
                     else:
                         out.append(f)
             if self.vol_on:
-                f = self._volatility(y, n)
+                f = self._volatility(y)
                 if f is not None:
                     if out is None:
                         out = [f]
@@ -267,7 +357,7 @@ class RobustDetector:
                     else:
                         out.append(f)
         elif self.vol_on:
-            self._volatility(y, n)
+            self._volatility(y)
         # learn: ring buffer + sorted copy (a level shift may have rebuilt the sorted copy)
         ring = self.ring
         srt = self.srt
@@ -282,13 +372,17 @@ class RobustDetector:
             insort(srt, y)
         self.pos = (self.pos + 1) % self.W
         self.n = n + 1
-        if season:
-            self._learn_season(t, x, s, med, sig, i0, i1, w)
+        if season and not outlier:
+            self._learn_season(t, x, s_full, i0, i1, w)
         return out
 
-    def _learn_season(self, t: int, x: float, s: float, med: float, sig: float, i0: int, i1: int, w: float) -> None:
+    def _learn_season(self, t: int, x: float, s_full: float, i0: int, i1: int, w: float) -> None:
+        """Profile learns the deseasonalized deviation from the daily level (not from the hourly
+        median, which would lag the cycle); it is used only while it predicts better than none."""
         tl = self.t_last
-        if tl >= 0 and t > tl:
+        if tl < 0:
+            self.t_first = t
+        elif t > tl:
             gap = t - tl
             dt = self.dt
             if dt == 0.0:
@@ -297,32 +391,57 @@ class RobustDetector:
                 self.dt = dt + 0.05 * (gap - dt)
         if t > tl:
             self.t_last = t
-        if sig <= 0.0 or self.dt <= 0.0:
-            return  # still warming up: the level is not known yet
-        c = 3.0 * sig
-        u = x - med
-        u = c if u > c else (-c if u < -c else u)
-        e = u - s
-        eta = self.dt * self.c_h
+        dt = self.dt
+        if dt <= 0.0:
+            return
+        d = x - s_full
+        nl = self.nl + 1
+        self.nl = nl
+        a = dt / DAY_MS
+        if a < 1.0 / nl:
+            a = 1.0 / nl
+        lvl = self.lvl
+        u = x - lvl
+        e = d - lvl
+        if nl > 1:  # out-of-sample errors without and with the profile
+            ee = self.ee
+            if nl > 30 and ee > 0.0:  # winsorize: one wild point must not bend the profile
+                c = 4.0 * math.sqrt(ee)
+                e = c if e > c else (-c if e < -c else e)
+            self.eu += a * (u * u - self.eu)
+            self.ee = ee + a * (e * e - ee)
+            on = self.s_on
+            # hysteresis so the model does not flap near break-even
+            now_on = t - self.t_first >= DAY_MS and self.ee < (self.eu if on else 0.95 * self.eu)
+            if now_on != on:
+                # The buffer holds values deseasonalized the old way: move it by the current
+                # offset (first-order exact over the one-hour window).
+                self.s_on = now_on
+                ring = self.ring
+                off = -s_full if now_on else s_full
+                for i in range(len(ring)):
+                    ring[i] += off
+                self.srt = sorted(ring)
+        self.lvl = lvl + a * e
+        eta = dt * self.c_h
         if eta > 0.5:
             eta = 0.5
         prof = self.prof
-        prof[i0] += eta * (1.0 - w) * e
-        prof[i1] += eta * w * e
-        if self.dow is not None:
-            etd = self.dt * self.c_d
-            self.dow[(t // DAY_MS + 3) % 7] += (etd if etd < 0.5 else 0.5) * e
+        ws = self.wsum
+        w0 = 1.0 - w
+        ws[i0] += w0
+        ws[i1] += w
+        e0 = w0 / ws[i0] if ws[i0] > 0.0 else 0.0
+        e1 = w / ws[i1] if ws[i1] > 0.0 else 0.0
+        prof[i0] += (e0 if e0 > eta * w0 else eta * w0) * e
+        prof[i1] += (e1 if e1 > eta * w else eta * w) * e
         hour = t // HOUR_MS
-        if hour != self.hour_mark:  # keep the profile zero-mean: the level lives in the median
+        if hour != self.hour_mark:  # keep each profile zero-mean: the level lives elsewhere
             self.hour_mark = hour
-            mean = sum(prof) / 24.0
-            for i in range(24):
+            half = 24 if len(prof) == 48 and i0 >= 24 else 0
+            mean = sum(prof[half:half + 24]) / 24.0
+            for i in range(half, half + 24):
                 prof[i] -= mean
-            if self.dow is not None and hour // 24 != self.day_mark:
-                self.day_mark = hour // 24
-                mean = sum(self.dow) / 7.0
-                for i in range(7):
-                    self.dow[i] -= mean
 
     def _level_shift(self, y: float, med: float, sig: float, s: float, ratio: float, run: int) -> Finding:
         """CUSUM alarm: estimate the new level from the run and move the older buffer to it."""
@@ -337,12 +456,25 @@ class RobustDetector:
             if i not in keep:
                 ring[i] += delta
         self.srt = sorted(ring)
+        self.lvl += delta
         self.sp = self.sn = 0.0
         self.lp = self.ln = 0
+        self.sh_delta, self.sh_sig, self.sh_left = delta, sig, self.W
         r = max(ratio, abs(delta) / (sig * 2.0 * self.k) if sig > 0.0 else ratio)
         return (self.types[2], squash(r), med + s, sig, new_med + s, self.prefix + "_cusum")
 
-    def _volatility(self, y: float, n: int) -> Finding | None:
+    def _revert_shift(self) -> None:
+        """Back to the level before the last shift: the whole buffer moves by -delta."""
+        d = self.sh_delta
+        ring = self.ring
+        for i in range(len(ring)):
+            ring[i] -= d
+        self.srt = sorted(ring)
+        self.lvl -= d
+        self.sp = self.sn = 0.0
+        self.lp = self.ln = 0
+
+    def _volatility(self, y: float) -> Finding | None:
         prev = self.prev
         self.prev = y
         if prev != prev:  # NaN: first point
@@ -383,11 +515,6 @@ class RobustDetector:
             return (self.types[0] if z >= 0 else self.types[1], min(score, 1.0), exp_, sig, x, "hst")
         return None
 
-    def shift_levels(self, delta: float) -> None:
-        for i in range(len(self.ring)):
-            self.ring[i] += delta
-        self.srt = sorted(self.ring)
-
 
 class HSTMember:
     """Optional ensemble member: river's HalfSpaceTrees on min-max scaled (level, change)."""
@@ -408,15 +535,21 @@ class HSTMember:
 
 
 class HistShiftDetector:
-    """Distribution shift of a windowed histogram: JS divergence to a decayed reference.
+    """Distribution shift of a windowed histogram: change of *shape*, at any location.
 
-    Buckets are coarsened by `bits` (2^bits log-buckets of ~2% each, i.e. ~17% wide for bits=3)
-    so a window with tens of events still gives a usable shape. The divergence is corrected for
-    its small-sample bias ((B-1)/(8n) nats for B reference buckets and n events) and then scored by
-    a one-sided RobustDetector against the series' own recent divergences, floored at `min_js`.
+    Each window's log-bucket histogram is first aligned on its median bucket (a multiplicative
+    level change is a spike or level shift, reported by the value member, not a shape change),
+    then coarsened by `bits` (2^bits log-buckets of ~2% each, ~17% wide for bits=3) so a window
+    with tens of events still gives a usable shape. Its Jensen-Shannon divergence to a decayed
+    reference shape is standardized with its sampling distribution under "same shape"
+    (8 n JS ~ chi-square with B-1 degrees of freedom for B reference buckets and n events), so
+    windows of any size compare, and scored one-sided by a RobustDetector against the series' own
+    recent values (sigma floored at 1, the multinomial null: never more sensitive than sampling
+    noise allows). An alert also needs the divergence to exceed its small-sample bias (B-1)/(8n) by
+    `min_js` nats (practical significance).
     """
 
-    __slots__ = ("ref", "alpha", "bits", "min_count", "nw", "js")
+    __slots__ = ("ref", "alpha", "bits", "min_count", "min_js", "nw", "js")
 
     def __init__(self, *, half_life: int = 60, bits: int = 3, min_count: int = 30, min_js: float = 0.02,
                  window: int = 64, warm_up: int = 30, threshold: float = 5.0) -> None:
@@ -424,9 +557,10 @@ class HistShiftDetector:
         self.alpha = 1.0 - 0.5 ** (1.0 / max(half_life, 1))
         self.bits = bits
         self.min_count = min_count
+        self.min_js = min_js
         self.nw = 0
         self.js = RobustDetector(window=window, warm_up=warm_up, threshold=threshold, floor_kind=FLOOR_ABSOLUTE,
-                                 floor_val=min_js / threshold, types=("distribution_shift",) * 3, prefix="hist_js",
+                                 floor_val=1.0, types=("distribution_shift",) * 3, prefix="hist_js",
                                  drop=False, cusum=False)
 
     @staticmethod
@@ -445,30 +579,49 @@ class HistShiftDetector:
                 js += qk * math.log(2.0)
         return 0.5 * js
 
-    def step(self, t: int, hist: dict[int, int]) -> Finding | None:
-        total = 0
+    def shape(self, hist: dict[int, int]) -> tuple[dict[int, float], int]:
+        """Median-aligned, coarsened, normalized histogram and its event count."""
+        items = sorted((k, c) for k, c in hist.items() if c > 0)
+        total = sum(c for _, c in items)
+        if not total:
+            return {}, 0
+        half = total / 2.0
+        acc = 0
+        med_k = items[-1][0]
+        for k, c in items:
+            acc += c
+            if acc >= half:
+                med_k = k
+                break
         bits = self.bits
+        off = (1 << bits) >> 1
+        inv = 1.0 / total
         p: dict[int, float] = {}
-        for k, c in hist.items():
-            if c > 0:
-                kk = k >> bits
-                p[kk] = p.get(kk, 0.0) + c
-                total += c
+        for k, c in items:
+            kk = (k - med_k + off) >> bits
+            p[kk] = p.get(kk, 0.0) + c * inv
+        return p, total
+
+    def step(self, t: int, hist: dict[int, int]) -> Finding | None:
+        p, total = self.shape(hist)
         if total < self.min_count:
             return None
-        inv = 1.0 / total
-        for k in p:
-            p[k] *= inv
         ref = self.ref
         self.nw += 1
         found = None
         if ref:
             js = self.divergence(p, ref)
-            b = sum(1 for v in ref.values() if v >= 1e-3)
-            js_c = js - (b - 1) / (8.0 * total)
-            res = self.js.step(t, js_c if js_c > 0.0 else 0.0)
+            dof = max(sum(1 for v in ref.values() if v >= 1e-3) - 1, 1)
+            # Under "same shape", 8 n JS ~ chi2(dof): standardize so windows of any size compare.
+            stat = (8.0 * total * js - dof) / math.sqrt(2.0 * dof)
+            res = self.js.step(t, stat)
             if res:
-                found = res[0]
+                excess = js - dof / (8.0 * total)
+                if excess >= self.min_js:
+                    _, score, exp_s, sig_s, _, det = res[0]
+                    scale = math.sqrt(2.0 * dof) / (8.0 * total)
+                    found = ("distribution_shift", score, max(exp_s * scale + dof / (8.0 * total), 0.0), sig_s * scale,
+                             js, det)
         # learn the reference (bias-corrected start: plain average of the first windows)
         a = self.alpha if self.alpha > 1.0 / self.nw else 1.0 / self.nw
         keep = 1.0 - a

@@ -45,6 +45,8 @@ class ShardOutput:
     windows: list[WindowMetric] = field(default_factory=list)
     duplicates: int = 0
     final: bool = False
+    # Broker timestamps of this batch's messages (0 = unknown), for end-to-end latency.
+    produced_ms: np.ndarray | None = None
 
 
 class ShardState:
@@ -62,6 +64,7 @@ def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_clo
     out = ShardOutput(batch.shard, final=batch.final)
     if batch.messages:
         state.last_input_ms = now_ms
+        out.produced_ms = np.fromiter((m.timestamp_ms for m in batch.messages), dtype=np.int64, count=len(batch.messages))
         normalized = normalizer.normalize_batch(batch.messages, now_ms=now_ms)
         out.dead_letters = normalized.dead_letters
         kept, dropped = state.dedup.filter(normalized.events)

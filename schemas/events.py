@@ -55,9 +55,13 @@ PerSecond = Annotated[float, Meta(ge=0, description="Rate per second.", extra={"
 Money = Annotated[float, Meta(ge=0, description="Amount in `currency` (USD once normalized).", extra={"unit": "money"})]
 Count = Annotated[int, Meta(ge=0)]
 Ratio = Annotated[float, Meta(ge=0, le=1, description="Fraction between 0 and 1.")]
-Currency = Annotated[str, Meta(pattern=r"^[A-Za-z]{3}$", description="ISO 4217 code; USD once normalized.")]
 EventId = Annotated[str, Meta(min_length=1, max_length=256)]
-SchemaVersion = Annotated[str, Meta(pattern=SEMVER_PATTERN, description="Semantic version of the event schema.")]
+# Format rules that the normalizer checks itself (a regex in the decoder costs ~0.4 us per
+# field, more than the rest of the decode); the exported JSON Schema still states them.
+Currency = Annotated[str, Meta(extra_json_schema={"pattern": "^[A-Za-z]{3}$"},
+                               description="ISO 4217 code; USD once normalized.")]
+SchemaVersion = Annotated[str, Meta(extra_json_schema={"pattern": SEMVER_PATTERN},
+                                    description="Semantic version of the event schema.")]
 
 
 class Payload(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, gc=False):
