@@ -34,8 +34,8 @@ REPORTS = {
                round(cost_per_request, 6) AS cost_per_request, round(cost_per_1k_tokens, 6) AS cost_per_1k_tokens
         FROM composite_1d ORDER BY day, model""",
     "errors": """
-        SELECT model, sum(requests) AS requests, sum(errors) AS errors,
-               round(sum(errors) / nullIf(sum(requests), 0), 4) AS error_rate
+        SELECT model, sum(requests) AS total_requests, sum(errors) AS total_errors,
+               round(total_errors / nullIf(total_requests, 0), 4) AS error_rate
         FROM composite_1h GROUP BY model ORDER BY error_rate DESC, model""",
 }
 

@@ -45,6 +45,8 @@ SEASON_CODES = {"none": SEASON_NONE, "daily": SEASON_DAILY, "weekly": SEASON_WEE
 Q99_GAUSS = 2.5758  # 99th percentile of |N(0,1)|
 Q99_STEP = 0.05  # stochastic-approximation step of the running |z| percentile (z units)
 LONG_SPAN = 256  # points behind the slow self-calibration statistics
+SIGMA_KEEP = 0.7
+SV_ALPHA = 2.0 / (LONG_SPAN + 1)
 MAX_RHO = 0.95
 
 # Finding: (anomaly_type, score, expected, spread, observed, detector)
@@ -73,7 +75,7 @@ class RobustDetector:
         "sp", "sn", "lp", "ln",
         "season", "prof", "wsum", "c_h", "t_first", "t_last", "dt", "hour_mark", "lvl", "nl", "eu", "ee", "s_on",
         "prev", "nv", "vr", "vf", "vm", "vv", "a_f", "a_s", "hst", "hst_thr",
-        "q99", "zr", "zprev", "nz", "sh_delta", "sh_sig", "sh_left", "log",
+        "q99", "sv", "zr", "zprev", "nz", "sh_delta", "sh_sig", "sh_left", "log",
     )
 
     def __init__(
@@ -142,6 +144,9 @@ class RobustDetector:
         self.hst_thr = hst_threshold
         # Tail calibration: running 99th percentile of |z| (Gaussian: 2.576).
         self.q99 = Q99_GAUSS
+        # Long-run average of the window sigma: a quiet hour cannot shrink sigma below
+        # SIGMA_KEEP of it (the 64-point IQR estimate alone has ~15% relative error).
+        self.sv = 0.0
         # Lag-1 sign correlation of z (CUSUM long-run scale).
         self.zr = 0.0
         self.zprev = 0.0
@@ -236,6 +241,13 @@ class RobustDetector:
             sig = (srt[(3 * m) >> 2] - srt[m >> 2]) * 0.7413
             if sig <= 0.0:
                 sig = sum([abs(v - med) for v in srt]) / m * 1.2533
+            sv = self.sv
+            if sv == 0.0:
+                self.sv = sig
+            else:
+                self.sv = sv + SV_ALPHA * (sig - sv)
+                if sig < SIGMA_KEEP * sv:
+                    sig = SIGMA_KEEP * sv
             exp_ = med + s
             fk = self.floor_kind
             if fk == FLOOR_RELATIVE:
@@ -373,10 +385,10 @@ class RobustDetector:
         self.pos = (self.pos + 1) % self.W
         self.n = n + 1
         if season and not outlier:
-            self._learn_season(t, x, s_full, i0, i1, w)
+            self._learn_season(t, x, s_full)
         return out
 
-    def _learn_season(self, t: int, x: float, s_full: float, i0: int, i1: int, w: float) -> None:
+    def _learn_season(self, t: int, x: float, s_full: float) -> None:
         """Profile learns the deseasonalized deviation from the daily level (not from the hourly
         median, which would lag the cycle); it is used only while it predicts better than none."""
         tl = self.t_last
@@ -422,23 +434,25 @@ class RobustDetector:
                 for i in range(len(ring)):
                     ring[i] += off
                 self.srt = sorted(ring)
+                self.prev += off
         self.lvl = lvl + a * e
-        eta = dt * self.c_h
-        if eta > 0.5:
-            eta = 0.5
+        # Each hour slot learns the mean deviation of its own hour (bias-corrected start, then an
+        # EWMA over ~season_days days); prediction interpolates between slot centres.
+        h = (t % DAY_MS) // HOUR_MS
+        if self.season == SEASON_WEEKLY and (t // DAY_MS + 3) % 7 >= 5:
+            h += 24
         prof = self.prof
         ws = self.wsum
-        w0 = 1.0 - w
-        ws[i0] += w0
-        ws[i1] += w
-        e0 = w0 / ws[i0] if ws[i0] > 0.0 else 0.0
-        e1 = w / ws[i1] if ws[i1] > 0.0 else 0.0
-        prof[i0] += (e0 if e0 > eta * w0 else eta * w0) * e
-        prof[i1] += (e1 if e1 > eta * w else eta * w) * e
+        ws[h] += 1.0
+        eta = dt * self.c_h
+        step = 1.0 / ws[h]
+        if step < eta:
+            step = eta if eta < 0.5 else 0.5
+        prof[h] += step * (s_full + e - prof[h])  # = u, winsorized around the prediction
         hour = t // HOUR_MS
         if hour != self.hour_mark:  # keep each profile zero-mean: the level lives elsewhere
             self.hour_mark = hour
-            half = 24 if len(prof) == 48 and i0 >= 24 else 0
+            half = 24 if h >= 24 else 0
             mean = sum(prof[half:half + 24]) / 24.0
             for i in range(half, half + 24):
                 prof[i] -= mean
@@ -507,10 +521,13 @@ class RobustDetector:
         return None
 
     def _hst(self, y: float, x: float, z: float, exp_: float, sig: float) -> Finding | None:
+        """HalfSpaceTrees votes: it reports only where the robust z agrees at least half-way
+        (|z| >= threshold / 2); on its own its univariate scores are not discriminative (measured:
+        its 99th percentile on clean noise is ~0.95, about what it gives real anomalies)."""
         prev = self.ring[(self.pos - 1) % len(self.ring)] if self.ring else y
         s = self.hst.step(y, y - prev)
         thr = self.hst_thr
-        if s >= thr:
+        if s >= thr and (z >= 0.5 * self.thr or z <= -0.5 * self.thr):
             score = 0.5 + 0.5 * (s - thr) / (1.0 - thr) if thr < 1.0 else 1.0
             return (self.types[0] if z >= 0 else self.types[1], min(score, 1.0), exp_, sig, x, "hst")
         return None

@@ -10,7 +10,10 @@ import numpy as np
 
 from operators.windowing import MetricValues
 
-DIRECT = ("latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cached_tokens", "total_tokens", "cost_usd")
+# metric -> the source module it is measured from (cost events repeat token counts; they must
+# not count twice).
+DIRECT = {"latency_ms": "telemetry", "ttft_ms": "telemetry", "input_tokens": "telemetry", "output_tokens": "telemetry",
+          "cached_tokens": "telemetry", "total_tokens": "telemetry", "cost_usd": "cost"}
 COMPLIANT = {"passed", "pass", "compliant", "allowed", "allow", "verified", "success"}
 # One event per model call: these count as requests (errors: the ones with is_error set).
 REQUEST_TYPES = {"telemetry.request", "telemetry.latency", "telemetry.error"}
@@ -28,13 +31,13 @@ def extract(columns: dict[str, list]) -> list[MetricValues]:
     """Per-metric value arrays (NaN = event does not contribute) for one batch of events."""
     event_type = columns["event_type"]
     n = len(event_type)
-    out = [MetricValues(name, _floats(columns[name])) for name in DIRECT]
+    source = np.array(columns["source"], dtype=object)
+    out = [MetricValues(name, np.where(source == src, _floats(columns[name]), np.nan)) for name, src in DIRECT.items()]
     is_error = np.array(columns["is_error"], dtype=np.float64)
     request = np.fromiter((t in REQUEST_TYPES for t in event_type), dtype=bool, count=n)
     out.append(MetricValues("requests", np.where(request, 1.0, np.nan)))
     out.append(MetricValues("errors", np.where(request, is_error, np.nan)))
-    security = np.fromiter((s == "security" for s in columns["source"]), dtype=bool, count=n)
-    out.append(MetricValues("security_findings", np.where(security, 1.0, np.nan)))
+    out.append(MetricValues("security_findings", np.where(source == "security", 1.0, np.nan)))
     violation = np.fromiter((t in VIOLATION_TYPES for t in event_type), dtype=bool, count=n)
     out.append(MetricValues("policy_violations", np.where(violation, 1.0, np.nan)))
     check = np.fromiter((t in COMPLIANCE_TYPES for t in event_type), dtype=bool, count=n)

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import msgspec
+from msgspec.structs import astuple
 
 from config.normalization import DEFAULT_CURRENCY_RATES, NormalizationSettings, SourceNormalization
 from schemas.events import (
@@ -47,9 +48,13 @@ from schemas.events import (
 from schemas.raw import DeadLetter, RawMessage
 from schemas.wire import (
     BASE_PAYLOAD_OF,
+    BASE_POSITIONAL,
+    BREAKDOWN_POSITIONAL,
     BaseMessage,
     HubMessage,
+    NULL_RAW,
     OtlpTraces,
+    SpanEvent,
 )
 
 # --- reason codes (stable; dashboards and the dead_letters table group by them) ----------------
@@ -148,12 +153,11 @@ GENAI_ATTRIBUTES: dict[str, tuple[int, int]] = {
     "deployment.environment.name": (_ENV, 0), "deployment.environment": (_ENV, 1),
     "cloud.region": (_REGION, 0),
 }
-_INT_SLOTS = (_IN, _OUT, _CACHED, _TOTAL)
-# Message content and other bulky attributes never become tags.
-_NO_TAG_PREFIXES = ("gen_ai.prompt", "gen_ai.completion", "gen_ai.input.messages", "gen_ai.output.messages",
-                    "gen_ai.system_instructions", "gen_ai.tool.definitions", "llm.input_messages",
-                    "llm.output_messages", "llm.prompts", "llm.completions", "input.value", "output.value")
+# gen_ai.* / llm.* attributes never become tags (content such as gen_ai.prompt.* is bulky and
+# sensitive); neither do OpenInference's input/output payloads.
+_NO_TAG_KEYS = frozenset(("input.value", "output.value", "input.mime_type", "output.mime_type"))
 MAX_TAG_VALUE = 256
+_LLM_PREFIXES = ("gen_ai.", "llm.")
 
 _FIRST_KEY_FORMAT: dict[bytes, str] = {
     **{k.encode(): "hub" for k in ("event_id", "event_type", "event_time", "schema_version", "correlation_id",
@@ -269,6 +273,9 @@ class Normalizer:
         self._otlp = msgspec.json.Decoder(OtlpTraces)
         self._span_enc = msgspec.json.Encoder()
         self._types = {"hub": HubMessage, "base": BaseMessage}
+        # payload class -> (source, its settings, event type, cross-field check or None)
+        self._info = {cls: (cls.SOURCE, self._src[cls.SOURCE], EVENT_TYPE_OF[cls], _CHECKS.get(cls))
+                      for cls in EVENT_TYPE_OF}
 
     # --- batch entry point ------------------------------------------------------------------------
 
@@ -303,7 +310,7 @@ class Normalizer:
                         self._decode_failed(m, fmt, exc, st)
                         continue
                     try:
-                        events.append(hub_event(env, m, st))
+                        events.append(hub_event(env, st))
                     except _Reject as r:
                         st.reject(m, r.code, r.field, r.reason, type(env.payload).SOURCE, env.event_id)
                 elif fmt == "base":
@@ -362,7 +369,7 @@ class Normalizer:
         """Any accepted time value -> epoch ms UTC (before skew correction)."""
         if type(value) is str:
             s = value.strip()
-            if _NUMERIC.match(s):
+            if s[4:5] != "-" and _NUMERIC.match(s):  # "YYYY-..." is never a number
                 value = float(s) if ("." in s or "e" in s or "E" in s) else int(s)
             else:
                 try:
@@ -403,12 +410,9 @@ class Normalizer:
 
     # --- hub envelope -----------------------------------------------------------------------------
 
-    def _hub_event(self, env: Any, m: RawMessage, st: _Batch) -> Event:
+    def _hub_event(self, env: Any, st: _Batch) -> Event:
         p = env.payload
-        cls = type(p)
-        src = cls.SOURCE
-        rt = self._src[src]
-        event_type = EVENT_TYPE_OF[cls]
+        src, rt, event_type, check = self._info[type(p)]
         s = env.source
         if s and s != src:
             self._check_source(s, src, event_type, rt.lenient, st)
@@ -426,16 +430,8 @@ class Normalizer:
         version = env.schema_version
         if version not in _KNOWN_VERSIONS:
             version = _check_version(version, "schema_version", rt.lenient, st)
-        if cls is LlmRequest:  # the hot type: its checks inline
-            if p.total_tokens is None and (p.input_tokens is not None or p.output_tokens is not None):
-                p.total_tokens = (p.input_tokens or 0) + (p.output_tokens or 0)
-            if (p.time_to_first_token_ms is not None and p.time_to_first_token_ms > p.latency_ms) or (
-                    p.error_type and not p.is_error):
-                _check_llm_request(p, rt, st, "payload.")
-        else:
-            check = _CHECKS.get(cls)
-            if check is not None:
-                check(p, rt, st, "payload.")
+        if check is not None:
+            check(p, rt, st, "payload.")
         return Event(env.event_id, ms, st.now, src, event_type, p, version, env.correlation_id,
                      env.parent_event_id, sev, env.environment, env.region, env.tags)
 
@@ -455,7 +451,12 @@ class Normalizer:
             if pcls is Latency and data.breakdown is not None:
                 _convert_unit_strings(data.breakdown, _BASE_UNIT_FIELDS[LatencyBreakdown], "data.breakdown.")
         try:
-            p = msgspec.convert(data, pcls, from_attributes=True)
+            if pcls in BASE_POSITIONAL:
+                if pcls is Latency and data.breakdown is not None and BREAKDOWN_POSITIONAL:
+                    data.breakdown = LatencyBreakdown(*astuple(data.breakdown))
+                p = pcls(*astuple(data)[:-1])  # the twin's last field is the lifted `severity`
+            else:
+                p = msgspec.convert(data, pcls, from_attributes=True)
         except msgspec.ValidationError as exc:
             code, field, reason = explain(_camel_path(str(exc)), "base", prefix="data")
             raise _Reject(code, field, reason) from None
@@ -532,7 +533,7 @@ class Normalizer:
     def _emit(self, env: Any, fmt: str, m: RawMessage, st: _Batch) -> None:
         if fmt == "hub":
             try:
-                st.events.append(self._hub_event(env, m, st))
+                st.events.append(self._hub_event(env, st))
             except _Reject as r:
                 st.reject(m, r.code, r.field, r.reason, type(env.payload).SOURCE, env.event_id)
         else:
@@ -700,14 +701,20 @@ class Normalizer:
         if ms > st.hi or ms < st.lo:
             self._finish_time(ms, "startTimeUnixNano", st)
         inp = slots[_IN]
+        if inp is not None and (type(inp) is not int or inp < 0):
+            inp = _count(inp, _SLOT_KEY[_IN], rt.lenient, st)
         out = slots[_OUT]
+        if out is not None and (type(out) is not int or out < 0):
+            out = _count(out, _SLOT_KEY[_OUT], rt.lenient, st)
         cached = slots[_CACHED]
+        if cached is not None and (type(cached) is not int or cached < 0):
+            cached = _count(cached, _SLOT_KEY[_CACHED], rt.lenient, st)
         total = slots[_TOTAL]
-        if inp is not None or out is not None or cached is not None or total is not None:
-            inp, out, cached, total = (_count(x, _SLOT_KEY[i], rt.lenient, st)
-                                       for i, x in zip(_INT_SLOTS, (inp, out, cached, total)))
-            if total is None and (inp is not None or out is not None):
+        if total is None:
+            if inp is not None or out is not None:
                 total = (inp or 0) + (out or 0)
+        elif type(total) is not int or total < 0:
+            total = _count(total, _SLOT_KEY[_TOTAL], rt.lenient, st)
         latency = (end_ns - start_ns) / 1e6
         ttft = slots[_TTFT]
         if ttft is not None:
@@ -727,14 +734,16 @@ class Normalizer:
         finish = slots[_FINISH]
         if isinstance(finish, list):
             finish = finish[0] if finish else ""
+        provider, op, resp_model, resp_id, env, region = map(
+            _s, (slots[_PROVIDER], slots[_OP], slots[_RESP_MODEL], slots[_RESP_ID], slots[_ENV], slots[_REGION]))
         p = LlmRequest(
-            model=model, latency_ms=latency, provider=_s(slots[_PROVIDER]), operation=_s(slots[_OP]),
-            response_model=_s(slots[_RESP_MODEL]), request_id=_s(slots[_RESP_ID]), time_to_first_token_ms=ttft,
-            input_tokens=inp, output_tokens=out, cached_input_tokens=cached, total_tokens=total,
-            is_error=is_error, error_type=error_type, finish_reason=_s(finish), span_name=name,
+            model=model, latency_ms=latency, provider=provider, operation=op, response_model=resp_model,
+            request_id=resp_id, time_to_first_token_ms=ttft, input_tokens=inp, output_tokens=out,
+            cached_input_tokens=cached, total_tokens=total, is_error=is_error, error_type=error_type,
+            finish_reason=finish if type(finish) is str else _s(finish), span_name=name,
         )
         return Event(span_id, ms, st.now, "telemetry", "telemetry.request", p, SCHEMA_VERSION, trace_id, parent,
-                     "high" if is_error else "info", _s(slots[_ENV]), _s(slots[_REGION]), tags)
+                     "high" if is_error else "info", env, region, tags)
 
 
 # --- format detection -------------------------------------------------------------------------------
@@ -933,8 +942,15 @@ def _apply_mappings(obj: dict[str, Any], mappings: dict[str, tuple[str, float | 
 
 # --- units, money, cross-field checks ------------------------------------------------------------------
 
-_BASE_UNIT_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {
-    cls: tuple((f, u) for f, u in fields.items() if u != "money") for cls, fields in UNIT_FIELDS.items()
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+# payload class -> ((field, unit kind, camelCase wire name), ...) for the base format's unit strings
+_BASE_UNIT_FIELDS: dict[type, tuple[tuple[str, str, str], ...]] = {
+    cls: tuple((f, u, _camel(f)) for f, u in fields.items() if u != "money") for cls, fields in UNIT_FIELDS.items()
 }
 _MONEY_FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f for f, u in fields.items() if u == "money") for cls, fields in UNIT_FIELDS.items()
@@ -963,15 +979,16 @@ def parse_unit(value: str, unit: str, field: str) -> float:
     return out
 
 
-def _convert_unit_strings(data: Any, fields: tuple[tuple[str, str], ...] | None, prefix: str) -> None:
-    if not fields:
-        return
-    for name, unit in fields:
+def _convert_unit_strings(data: Any, fields: tuple[tuple[str, str, str], ...], prefix: str) -> None:
+    """Base-format unit strings ('1.5s', '2GB', '120/min') -> canonical numbers, in place."""
+    for name, unit, label in fields:
         v = getattr(data, name)
         if v is None:
             continue
         if type(v) is str:
-            v = parse_unit(v, unit, prefix + _camel(name))
+            v = parse_unit(v, unit, prefix + label)
+        elif unit != "size":
+            continue
         if unit == "size":
             v = int(round(v))
         setattr(data, name, v)
@@ -981,11 +998,6 @@ def _camel_path(message: str) -> str:
     """Rewrite the `$.snake_name` path of a msgspec message into the base format's camelCase."""
     return re.sub(r"`\$([^`]*)`", lambda mt: "`$" + ".".join(_camel(p) for p in mt.group(1).split(".")) + "`",
                   message)
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
 
 
 def _convert_money(p: Any, rt: _Source, st: _Batch, prefix: str) -> None:
@@ -1162,7 +1174,7 @@ def _av_json(v: Any) -> Any:
     if v.arrayValue is not None:
         return [_av_json(i) for i in v.arrayValue.values]
     if v.kvlistValue is not None:
-        return bytes(v.kvlistValue).decode()
+        return {kv.key: _av_json(kv.value) for kv in v.kvlistValue.values}
     return v.bytesValue
 
 
@@ -1195,7 +1207,7 @@ def _resource_attr(key: str, val: Any, tags: dict[str, str], slots: dict[int, An
         slot = role[0]
         if slot not in slots or role[1] < slots[slot][1]:
             slots[slot] = (val, role[1])
-    elif val is not None and not isinstance(val, list):
+    elif val is not None and key not in _NO_TAG_KEYS and not key.startswith(_LLM_PREFIXES):
         s = val if type(val) is str else _tag_str(val)
         if len(s) <= MAX_TAG_VALUE:
             tags[key] = s
@@ -1217,7 +1229,14 @@ def _span_attrs_json(attrs: Any, amap: dict[str, tuple[str, float | None]], res_
         v = kv.value
         val = v.stringValue
         if val is None:
-            val = _av_json(v)
+            val = v.intValue
+            if val is None:
+                val = _av_json(v)
+            elif type(val) is str:
+                try:
+                    val = int(val)
+                except ValueError:
+                    pass
         if amap:
             key, val = _map_key(key, val, amap)
         role = roles.get(key)
@@ -1227,12 +1246,13 @@ def _span_attrs_json(attrs: Any, amap: dict[str, tuple[str, float | None]], res_
             if rank < ranks[slot]:
                 slots[slot] = val
                 ranks[slot] = rank
-        elif key.startswith(("gen_ai.", "llm.")):
+        elif key.startswith(_LLM_PREFIXES):
             llm = True
-        elif val is not None and type(val) is not list and not key.startswith(_NO_TAG_PREFIXES):
-            s = val if type(val) is str else _tag_str(val)
-            if len(s) <= MAX_TAG_VALUE:
-                tags[key] = s
+        elif val is not None and key not in _NO_TAG_KEYS:
+            if type(val) is not str:
+                val = _tag_str(val)
+            if len(val) <= MAX_TAG_VALUE:
+                tags[key] = val
     if not llm:
         return None, {}
     for slot, (val, rank) in res_slots.items():
@@ -1241,8 +1261,15 @@ def _span_attrs_json(attrs: Any, amap: dict[str, tuple[str, float | None]], res_
     return slots, tags
 
 
-def _exception_type_json(events: Any) -> str:
-    for ev in events:
+_SPAN_EVENTS = msgspec.json.Decoder(list[SpanEvent])
+
+
+def _exception_type_json(raw_events: msgspec.Raw) -> str:
+    try:
+        events = _SPAN_EVENTS.decode(raw_events) if raw_events is not NULL_RAW else ()
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ""
+    for ev in events or ():
         if ev.name == "exception":
             for kv in ev.attributes:
                 if kv.key == "exception.type":
@@ -1301,12 +1328,13 @@ def _span_attrs_pb(attrs: Any, amap: dict[str, tuple[str, float | None]], res_sl
             if rank < ranks[slot]:
                 slots[slot] = val
                 ranks[slot] = rank
-        elif key.startswith(("gen_ai.", "llm.")):
+        elif key.startswith(_LLM_PREFIXES):
             llm = True
-        elif val is not None and type(val) not in (list, dict) and not key.startswith(_NO_TAG_PREFIXES):
-            s = val if type(val) is str else _tag_str(val)
-            if len(s) <= MAX_TAG_VALUE:
-                tags[key] = s
+        elif val is not None and key not in _NO_TAG_KEYS:
+            if type(val) is not str:
+                val = _tag_str(val)
+            if len(val) <= MAX_TAG_VALUE:
+                tags[key] = val
     if not llm:
         return None, {}
     for slot, (val, rank) in res_slots.items():

@@ -64,8 +64,12 @@ SchemaVersion = Annotated[str, Meta(extra_json_schema={"pattern": SEMVER_PATTERN
                                     description="Semantic version of the event schema.")]
 
 
-class Payload(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, gc=False):
-    """Base of every payload; the tag (`type`) is the event type, e.g. `telemetry.request`."""
+class Payload(msgspec.Struct, tag_field="type", omit_defaults=True, gc=False):
+    """Base of every payload; the tag (`type`) is the event type, e.g. `telemetry.request`.
+
+    Required fields come first, so a payload can be built positionally from its base-format
+    twin (see schemas.wire) without a second validation pass.
+    """
 
     SOURCE: ClassVar[str] = ""
 
@@ -73,7 +77,7 @@ class Payload(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True
 # --- telemetry (LLM-Observatory, OTLP spans) ------------------------------------------------------
 
 
-class LlmRequest(Payload, kw_only=True, tag="telemetry.request"):
+class LlmRequest(Payload, tag="telemetry.request"):
     """One model call (what an LLM span records): latency, token usage and outcome together.
 
     Both current and legacy OpenTelemetry GenAI attribute names map onto this one payload.
@@ -97,7 +101,7 @@ class LlmRequest(Payload, kw_only=True, tag="telemetry.request"):
     span_name: str = ""
 
 
-class LatencyBreakdown(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+class LatencyBreakdown(msgspec.Struct, omit_defaults=True, gc=False):
     """Where the time of one request went."""
 
     queue_ms: DurationMs | None = None
@@ -107,7 +111,7 @@ class LatencyBreakdown(msgspec.Struct, kw_only=True, omit_defaults=True, gc=Fals
     network_ms: DurationMs | None = None
 
 
-class Latency(Payload, kw_only=True, tag="telemetry.latency"):
+class Latency(Payload, tag="telemetry.latency"):
     """Latency of one request with its breakdown (time to first token, queue, generation...)."""
 
     SOURCE: ClassVar[str] = "telemetry"
@@ -119,7 +123,7 @@ class Latency(Payload, kw_only=True, tag="telemetry.latency"):
     tokens_per_second: PerSecond | None = None
 
 
-class Throughput(Payload, kw_only=True, tag="telemetry.throughput"):
+class Throughput(Payload, tag="telemetry.throughput"):
     """Request and token rates of one model over a measurement window."""
 
     SOURCE: ClassVar[str] = "telemetry"
@@ -131,7 +135,7 @@ class Throughput(Payload, kw_only=True, tag="telemetry.throughput"):
     window_ms: DurationMs | None = None
 
 
-class ErrorOccurred(Payload, kw_only=True, tag="telemetry.error"):
+class ErrorOccurred(Payload, tag="telemetry.error"):
     """Failed requests: one error (failed_requests=1) or a count over a window."""
 
     SOURCE: ClassVar[str] = "telemetry"
@@ -145,7 +149,7 @@ class ErrorOccurred(Payload, kw_only=True, tag="telemetry.error"):
     total_requests: Count | None = None
 
 
-class TokenUsage(Payload, kw_only=True, tag="telemetry.tokens"):
+class TokenUsage(Payload, tag="telemetry.tokens"):
     """Tokens consumed by one request (or one accounting period)."""
 
     SOURCE: ClassVar[str] = "telemetry"
@@ -159,7 +163,7 @@ class TokenUsage(Payload, kw_only=True, tag="telemetry.tokens"):
     total_tokens: Count | None = None
 
 
-class ModelPerformance(Payload, kw_only=True, tag="telemetry.performance"):
+class ModelPerformance(Payload, tag="telemetry.performance"):
     """Quality and latency figures of a model over a window, as an evaluator reports them."""
 
     SOURCE: ClassVar[str] = "telemetry"
@@ -180,7 +184,7 @@ class ModelPerformance(Payload, kw_only=True, tag="telemetry.performance"):
 # --- security (LLM-Sentinel) ----------------------------------------------------------------------
 
 
-class ThreatDetected(Payload, kw_only=True, tag="security.threat"):
+class ThreatDetected(Payload, tag="security.threat"):
     """A detected attack or abuse (prompt injection, jailbreak, data exfiltration...)."""
 
     SOURCE: ClassVar[str] = "security"
@@ -195,7 +199,7 @@ class ThreatDetected(Payload, kw_only=True, tag="security.threat"):
     description: str = ""
 
 
-class VulnerabilityFound(Payload, kw_only=True, tag="security.vulnerability"):
+class VulnerabilityFound(Payload, tag="security.vulnerability"):
     """A vulnerability in a model, dependency or endpoint."""
 
     SOURCE: ClassVar[str] = "security"
@@ -208,7 +212,7 @@ class VulnerabilityFound(Payload, kw_only=True, tag="security.vulnerability"):
     description: str = ""
 
 
-class ComplianceViolation(Payload, kw_only=True, tag="security.compliance"):
+class ComplianceViolation(Payload, tag="security.compliance"):
     """A breach of a compliance framework control (GDPR, SOC 2, HIPAA...) seen by Sentinel."""
 
     SOURCE: ClassVar[str] = "security"
@@ -222,7 +226,7 @@ class ComplianceViolation(Payload, kw_only=True, tag="security.compliance"):
     remediation: str = ""
 
 
-class AuthEvent(Payload, kw_only=True, tag="security.auth"):
+class AuthEvent(Payload, tag="security.auth"):
     """An authentication or authorization decision."""
 
     SOURCE: ClassVar[str] = "security"
@@ -236,7 +240,7 @@ class AuthEvent(Payload, kw_only=True, tag="security.auth"):
     reason: str = ""
 
 
-class PrivacyEvent(Payload, kw_only=True, tag="security.privacy"):
+class PrivacyEvent(Payload, tag="security.privacy"):
     """Personal data detected, redacted, blocked or leaked in prompts or responses."""
 
     SOURCE: ClassVar[str] = "security"
@@ -252,7 +256,7 @@ class PrivacyEvent(Payload, kw_only=True, tag="security.privacy"):
 # --- cost (LLM-CostOps) ---------------------------------------------------------------------------
 
 
-class TokenCost(Payload, kw_only=True, tag="cost.tokens"):
+class TokenCost(Payload, tag="cost.tokens"):
     """What the tokens of one request (or period) cost."""
 
     SOURCE: ClassVar[str] = "cost"
@@ -268,7 +272,7 @@ class TokenCost(Payload, kw_only=True, tag="cost.tokens"):
     currency: Currency = "USD"
 
 
-class ApiCost(Payload, kw_only=True, tag="cost.api"):
+class ApiCost(Payload, tag="cost.api"):
     """A charge for API usage not priced per token (per call, per image, per minute...)."""
 
     SOURCE: ClassVar[str] = "cost"
@@ -281,7 +285,7 @@ class ApiCost(Payload, kw_only=True, tag="cost.api"):
     currency: Currency = "USD"
 
 
-class ResourceConsumption(Payload, kw_only=True, tag="cost.resource"):
+class ResourceConsumption(Payload, tag="cost.resource"):
     """Infrastructure consumed (GPU, CPU, memory, storage, network) and its cost."""
 
     SOURCE: ClassVar[str] = "cost"
@@ -298,7 +302,7 @@ class ResourceConsumption(Payload, kw_only=True, tag="cost.resource"):
     currency: Currency = "USD"
 
 
-class BudgetAlert(Payload, kw_only=True, tag="cost.budget"):
+class BudgetAlert(Payload, tag="cost.budget"):
     """Spend crossed an alert threshold of a budget."""
 
     SOURCE: ClassVar[str] = "cost"
@@ -316,7 +320,7 @@ class BudgetAlert(Payload, kw_only=True, tag="cost.budget"):
 # --- governance (LLM-Governance-Dashboard) --------------------------------------------------------
 
 
-class GovernanceViolation(Payload, kw_only=True, tag="governance.violation"):
+class GovernanceViolation(Payload, tag="governance.violation"):
     """A governance policy was violated."""
 
     SOURCE: ClassVar[str] = "governance"
@@ -332,7 +336,7 @@ class GovernanceViolation(Payload, kw_only=True, tag="governance.violation"):
     description: str = ""
 
 
-class AuditTrail(Payload, kw_only=True, tag="governance.audit"):
+class AuditTrail(Payload, tag="governance.audit"):
     """Who did what to which resource, for the audit trail."""
 
     SOURCE: ClassVar[str] = "governance"
@@ -346,7 +350,7 @@ class AuditTrail(Payload, kw_only=True, tag="governance.audit"):
     details: dict[str, str] = {}
 
 
-class ComplianceCheck(Payload, kw_only=True, tag="governance.compliance"):
+class ComplianceCheck(Payload, tag="governance.compliance"):
     """A compliance control was checked; `passed` says how it went."""
 
     SOURCE: ClassVar[str] = "governance"
@@ -361,7 +365,7 @@ class ComplianceCheck(Payload, kw_only=True, tag="governance.compliance"):
     description: str = ""
 
 
-class DataLineage(Payload, kw_only=True, tag="governance.lineage"):
+class DataLineage(Payload, tag="governance.lineage"):
     """Data moved between assets (dataset -> fine-tune -> model), for lineage graphs."""
 
     SOURCE: ClassVar[str] = "governance"
@@ -378,7 +382,7 @@ class DataLineage(Payload, kw_only=True, tag="governance.lineage"):
 # --- registry (LLM-Registry) ----------------------------------------------------------------------
 
 
-class AssetPayload(Payload, kw_only=True):
+class AssetPayload(Payload):
     """Asset metadata every registry event carries (flat, as the registry emits it)."""
 
     SOURCE: ClassVar[str] = "registry"
@@ -393,17 +397,17 @@ class AssetPayload(Payload, kw_only=True):
     description: str = ""
 
 
-class AssetRegistered(AssetPayload, kw_only=True, tag="asset.registered"):
+class AssetRegistered(AssetPayload, tag="asset.registered"):
     """A new asset (model, prompt, dataset, endpoint) entered the registry."""
 
 
-class AssetUpdated(AssetPayload, kw_only=True, tag="asset.updated"):
+class AssetUpdated(AssetPayload, tag="asset.updated"):
     """Asset metadata changed; `changed_fields` names what."""
 
     changed_fields: list[str] = []
 
 
-class AssetDeprecated(AssetPayload, kw_only=True, tag="asset.deprecated"):
+class AssetDeprecated(AssetPayload, tag="asset.deprecated"):
     """An asset is deprecated; consumers should move to `replacement_asset_id`."""
 
     reason: str = ""
@@ -436,7 +440,7 @@ class VersionRetired(AssetPayload, kw_only=True, tag="version.retired"):
 # --- policy engine (LLM-Policy-Engine) ------------------------------------------------------------
 
 
-class PolicyEvaluated(Payload, kw_only=True, tag="policy.evaluated"):
+class PolicyEvaluated(Payload, tag="policy.evaluated"):
     """A policy decision on a request; `decision` is allowed, denied or warned."""
 
     SOURCE: ClassVar[str] = "policy"
@@ -451,7 +455,7 @@ class PolicyEvaluated(Payload, kw_only=True, tag="policy.evaluated"):
     rules_evaluated: Count | None = None
 
 
-class ViolationDetected(Payload, kw_only=True, tag="violation.detected"):
+class ViolationDetected(Payload, tag="violation.detected"):
     """The policy engine found a violation."""
 
     SOURCE: ClassVar[str] = "policy"
@@ -465,7 +469,7 @@ class ViolationDetected(Payload, kw_only=True, tag="violation.detected"):
     description: str = ""
 
 
-class ComplianceVerified(Payload, kw_only=True, tag="compliance.verified"):
+class ComplianceVerified(Payload, tag="compliance.verified"):
     """A request or asset was verified compliant with a policy."""
 
     SOURCE: ClassVar[str] = "policy"
@@ -478,7 +482,7 @@ class ComplianceVerified(Payload, kw_only=True, tag="compliance.verified"):
     description: str = ""
 
 
-class PolicyUpdated(Payload, kw_only=True, tag="policy.updated"):
+class PolicyUpdated(Payload, tag="policy.updated"):
     """A policy was created, changed or deleted."""
 
     SOURCE: ClassVar[str] = "policy"
@@ -491,7 +495,7 @@ class PolicyUpdated(Payload, kw_only=True, tag="policy.updated"):
     changed_by: str = ""
 
 
-class AuditLogged(Payload, kw_only=True, tag="audit.logged"):
+class AuditLogged(Payload, tag="audit.logged"):
     """An audit record written by the policy engine."""
 
     SOURCE: ClassVar[str] = "policy"

@@ -17,6 +17,7 @@ payload type adds it to every format and to the exported JSON Schemas.
 """
 from __future__ import annotations
 
+import inspect
 import typing
 from typing import Annotated, Any, Union
 
@@ -159,11 +160,33 @@ def _base_variant(p: type[Payload]) -> type[BaseEvent]:
 BASE_VARIANTS: tuple[type[BaseEvent], ...] = tuple(_base_variant(p) for p in PAYLOAD_TYPES)
 BaseMessage = Union[BASE_VARIANTS]  # type: ignore[valid-type]
 
-# base variant class -> (payload class, {python field name: unit kind} for str-able fields)
+# base variant class -> payload class
 BASE_PAYLOAD_OF: dict[type, type[Payload]] = {v: p for v, p in zip(BASE_VARIANTS, PAYLOAD_TYPES)}
-BREAKDOWN_DATA = _CAMEL_CACHE[LatencyBreakdown]
+
+
+def _positional(p: type[msgspec.Struct], twin: type[msgspec.Struct]) -> bool:
+    """Can `p(*astuple(twin_instance)[:n])` build the payload? (same field order, no kw-only)"""
+    params = inspect.signature(p).parameters.values()
+    return (all(x.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for x in params)
+            and twin.__struct_fields__[: len(p.__struct_fields__)] == p.__struct_fields__)
+
+
+# Payload classes whose base twin converts by positional construction (values were validated
+# when the twin was decoded), instead of a second validating msgspec.convert pass.
+BASE_POSITIONAL: frozenset[type[Payload]] = frozenset(
+    p for p, twin in BASE_DATA_TYPES.items() if _positional(p, twin)
+)
+BREAKDOWN_POSITIONAL = _positional(LatencyBreakdown, _CAMEL_CACHE[LatencyBreakdown])
 
 # --- OTLP/JSON ------------------------------------------------------------------------------------
+
+
+# Absent Raw fields hold this `null`, so re-encoding a span (for a dead letter) stays valid JSON.
+NULL_RAW = msgspec.Raw(b"null")
+
+
+def _null_raw() -> msgspec.Raw:
+    return NULL_RAW
 
 
 class ArrayValue(msgspec.Struct, gc=False):
@@ -178,8 +201,12 @@ class AnyValue(msgspec.Struct, gc=False, omit_defaults=True):
     doubleValue: float | str | None = None
     boolValue: bool | None = None
     arrayValue: ArrayValue | None = None
-    kvlistValue: msgspec.Raw | None = None
+    kvlistValue: KeyValueList | None = None
     bytesValue: str | None = None
+
+
+class KeyValueList(msgspec.Struct, gc=False):
+    values: list[KeyValue] = []
 
 
 class KeyValue(msgspec.Struct, gc=False):
@@ -209,7 +236,9 @@ class Span(msgspec.Struct, gc=False, omit_defaults=True):
     startTimeUnixNano: int | str = 0
     endTimeUnixNano: int | str = 0
     attributes: list[KeyValue] = []
-    events: list[SpanEvent] = []
+    # Span events (exception stack traces...) are decoded only when a failed span needs its
+    # exception type: list[SpanEvent] on demand.
+    events: Annotated[msgspec.Raw, Meta(description="list of SpanEvent")] = msgspec.field(default_factory=_null_raw)
     status: Status | None = None
 
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import hashlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -79,7 +81,8 @@ def fetch(force: bool = False) -> Path:
     """Copy the broker's jars from Maven Central into the cache; no-op when complete.
 
     Jars land in a temporary sibling directory that is renamed into place, and the marker
-    is written last, so an interrupted fetch is never mistaken for a complete one.
+    is written last, so an interrupted fetch is never mistaken for a complete one. A lock
+    file serializes concurrent fetches (two test sessions starting at once).
     """
     if is_fetched() and not force:
         return libs_dir()
@@ -88,23 +91,28 @@ def fetch(force: bool = False) -> Path:
         raise BrokerError("mvn not found on PATH (install Maven or set MVN)")
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="libs.partial-", dir=root))
-    try:
-        cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-               f"-DoutputDirectory={staging}", "-Dstyle.color=never"]
-        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if res.returncode != 0:
-            lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "ERROR" in ln]
-            detail = lines[0].strip() if lines else f"exit code {res.returncode}"
-            raise BrokerError(f"mvn could not fetch Kafka {KAFKA_VERSION} jars: {detail}")
-        if not any(staging.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
-            raise BrokerError(f"mvn finished but kafka_2.13-{KAFKA_VERSION}.jar is missing in {staging}")
-        _marker().unlink(missing_ok=True)
-        shutil.rmtree(libs_dir(), ignore_errors=True)
-        staging.rename(libs_dir())
-        _marker().write_text(_pom_digest() + "\n")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with open(root / "fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_fetched() and not force:
+            return libs_dir()  # another process fetched while we waited
+        staging = Path(tempfile.mkdtemp(prefix="libs.partial-", dir=root))
+        try:
+            cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+                   f"-DoutputDirectory={staging}", "-Dstyle.color=never"]
+            res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if res.returncode != 0:
+                text = re.sub(r"\x1b\[[0-9;]*m", "", res.stdout + res.stderr)  # mvn colours anyway
+                lines = [ln for ln in text.splitlines() if "ERROR" in ln]
+                detail = lines[0].strip() if lines else f"exit code {res.returncode}"
+                raise BrokerError(f"mvn could not fetch Kafka {KAFKA_VERSION} jars: {detail}")
+            if not (staging / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
+                raise BrokerError(f"mvn finished but kafka_2.13-{KAFKA_VERSION}.jar is missing in {staging}")
+            _marker().unlink(missing_ok=True)
+            shutil.rmtree(libs_dir(), ignore_errors=True)
+            staging.rename(libs_dir())
+            _marker().write_text(_pom_digest() + "\n")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return libs_dir()
 
 
@@ -278,6 +286,11 @@ def start(dir: str | os.PathLike[str] | None = None, timeout_s: float = START_TI
         if old > 0 and _is_our_broker(old, work):
             raise BrokerError(f"a broker is already running in {work} (pid {old}); stop it first")
     java = java_bin()  # before a possibly long fetch
+    try:
+        import confluent_kafka  # noqa: F401  (the readiness probe needs it)
+    except ImportError:
+        raise BrokerError(f"confluent_kafka is not installed for {sys.executable} "
+                          "(use the project's venv or set HUB_PYTHON)") from None
     libs = fetch()
     data_dir = work / "data"
     props_file = work / "server.properties"
