@@ -15,13 +15,15 @@ Three workloads from the generator (all deterministic for --seed):
   raw       update_value on raw series: spike, drop, level_shift, distribution_shift (variance)
   windows   update on per-minute WindowMetric of a service: latency (spike, drop, level_shift,
             distribution_shift via the histogram) and requests (frequency_change)
-  clean     raw stationary Gaussian noise and clean generated series: false positives per 1k points
+  clean_*   raw stationary Gaussian noise, and clean generated series: false positives per 1k points
+Raw results are also split by the generator's noise class (Gaussian vs Student-t(3) innovations).
 Throughput: points/s of update_value (one call per point, interleaved series) for the default
 bank, median of --runs runs; also the batch call and the per-window call.
 
 CSV format: a header row, then timestamp,value,label per row (extra columns ignored). The timestamp
-may be epoch seconds, epoch ms, or ISO-8601; label is 0/1 (also true/false); consecutive 1s form
-one labelled range. Several files are scored together (summed counts).
+may be epoch seconds, epoch ms, ISO-8601, or a plain row index (spaced --index-step-ms apart, so
+the hour-of-day profile sees real hours); label is 0/1 (also true/false); consecutive 1s form one
+labelled range. Several files are scored together (summed counts).
 """
 from __future__ import annotations
 
@@ -62,10 +64,15 @@ class Score:
         self.delays: list[float] = []
         self.by_type: dict[str, list[int]] = {}  # type -> [ranges, detected]
         self.delay_by_type: dict[str, list[float]] = {}
+        self.fp_by_detector: dict[str, int] = {}
 
-    def add(self, labels: list[Label], alert_times: list[int], step_ms: int, points: int, tolerance: int) -> None:
+    def add(self, labels: list[Label], alerts: list, step_ms: int, points: int, tolerance: int) -> None:
+        """alerts: emitted Anomaly records (window_start_ms = the point's time)."""
         self.points += points
-        times = sorted(set(alert_times))
+        by_time: dict[int, str] = {}
+        for a in alerts:
+            by_time.setdefault(a.window_start_ms, a.detector)
+        times = sorted(by_time)
         tol = tolerance * step_ms
         covered = [False] * len(times)
         for lab in labels:
@@ -84,7 +91,11 @@ class Score:
                 d = (first - lab.start_ms) / step_ms
                 self.delays.append(d)
                 self.delay_by_type.setdefault(lab.type, []).append(d)
-        self.fp += sum(1 for c in covered if not c)
+        for j, c in enumerate(covered):
+            if not c:
+                self.fp += 1
+                det = by_time[times[j]]
+                self.fp_by_detector[det] = self.fp_by_detector.get(det, 0) + 1
 
     def report(self) -> dict:
         p = self.detected / (self.detected + self.fp) if self.detected + self.fp else 1.0
@@ -96,6 +107,7 @@ class Score:
             "fp_per_1k_points": round(1000 * self.fp / self.points, 4) if self.points else 0.0,
             "delay_mean": round(statistics.fmean(self.delays), 2) if self.delays else None,
             "delay_median": statistics.median(self.delays) if self.delays else None,
+            "false_positives_by_detector": dict(sorted(self.fp_by_detector.items())),
             "per_type": {
                 t: {"ranges": v[0], "recall": round(v[1] / v[0], 4) if v[0] else None,
                     "delay_median": statistics.median(self.delay_by_type[t]) if self.delay_by_type.get(t) else None}
@@ -105,12 +117,17 @@ class Score:
         return out
 
 
-def run_raw(series: list[LabelledSeries], settings: AnomalySettings, tolerance: int) -> Score:
+def run_raw(series: list[LabelledSeries], settings: AnomalySettings, tolerance: int,
+            split: dict[str, Score] | None = None) -> Score:
+    """Score raw series; `split` also scores them per noise class (light / heavy tails)."""
     score = Score()
     for s in series:
         bank = AnomalyDetectorBank(settings)
         alerts = bank.update_values(s.series, s.times_ms.tolist(), s.values.tolist())
-        score.add(s.labels, [a.window_start_ms for a in alerts], s.step_ms, len(s.values), tolerance)
+        score.add(s.labels, alerts, s.step_ms, len(s.values), tolerance)
+        if split is not None and "heavy" in s.params:
+            cls = "heavy_tailed_noise" if s.params["heavy"] else "gaussian_noise"
+            split.setdefault(cls, Score()).add(s.labels, alerts, s.step_ms, len(s.values), tolerance)
     return score
 
 
@@ -128,7 +145,7 @@ def run_windows(seeds: list[int], n: int, settings: AnomalySettings, tolerance: 
                 alerts.extend(bank.update(w))
             elapsed += time.perf_counter() - t0
             n_windows += len(lw.windows)
-            score.add(lw.labels, [a.window_start_ms for a in alerts], lw.step_ms, n, tolerance)
+            score.add(lw.labels, alerts, lw.step_ms, n, tolerance)
     return score, n_windows / elapsed if elapsed else 0.0
 
 
@@ -158,7 +175,7 @@ def throughput(settings: AnomalySettings, runs: int, n_series: int = 50, n: int 
             "update_values_points_per_s": round(statistics.median(batch))}
 
 
-def _parse_time(raw: str) -> int:
+def _parse_time(raw: str, index_step_ms: int = 60_000) -> int:
     raw = raw.strip()
     try:
         x = float(raw)
@@ -171,10 +188,10 @@ def _parse_time(raw: str) -> int:
         return int(x)
     if x > 1e8:  # epoch seconds
         return int(x * 1000)
-    return int(x * 60_000)  # a plain index: assume one point per minute
+    return int(x * index_step_ms)  # a plain index: --index-step-ms apart (default one minute)
 
 
-def read_csv(path: Path) -> LabelledSeries:
+def read_csv(path: Path, index_step_ms: int = 60_000) -> LabelledSeries:
     times: list[int] = []
     values: list[float] = []
     flags: list[bool] = []
@@ -198,7 +215,7 @@ def read_csv(path: Path) -> LabelledSeries:
                 continue
             if math.isnan(v):
                 continue
-            times.append(_parse_time(row[0]))
+            times.append(_parse_time(row[0], index_step_ms))
             values.append(v)
             lab = row[2].strip().lower() if len(row) > 2 else "0"
             flags.append(lab in ("1", "1.0", "true", "yes"))
@@ -233,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="throughput runs (median reported)")
     ap.add_argument("--tolerance", type=int, default=5, help="points after a range that still count as a hit")
     ap.add_argument("--csv", type=Path, nargs="*", help="labelled CSV files (timestamp,value,label) instead")
+    ap.add_argument("--index-step-ms", type=int, default=60_000,
+                    help="spacing of CSV rows whose timestamp is a plain index (default 60000; hourly: 3600000)")
     ap.add_argument("--hst", action="store_true", help="add river HalfSpaceTrees to the ensemble")
     ap.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -244,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         series = []
         for p in args.csv:
             try:
-                series.append(read_csv(p))
+                series.append(read_csv(p, args.index_step_ms))
             except (OSError, StopIteration, IndexError, ValueError) as exc:
                 print(f"error: cannot read {p}: {exc}", file=sys.stderr)
                 return 2
@@ -252,14 +271,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         n = int(args.days * 1440)
         raw = [value_series(args.seed * 10_000 + i, n) for i in range(args.series)]
-        result["raw"] = run_raw(raw, settings, args.tolerance).report()
+        split: dict[str, Score] = {}
+        result["raw"] = run_raw(raw, settings, args.tolerance, split).report()
+        result["raw"]["by_noise"] = {k: {m: v.report()[m] for m in ("ranges", "recall", "precision", "fp_per_1k_points")}
+                                     for k, v in sorted(split.items())}
         wscore, wps = run_windows([args.seed * 10_000 + 500 + i for i in range(args.services)], n, settings,
                                   args.tolerance)
         result["windows"] = wscore.report()
         result["windows"]["windows_per_s"] = round(wps)
-        clean = [stationary_noise(args.seed * 10_000 + 900 + i, n) for i in range(args.series // 2)]
-        clean += [value_series(args.seed * 10_000 + 950 + i, n, clean=True) for i in range(args.series // 2)]
-        result["clean"] = run_raw(clean, settings, args.tolerance).report()
+        noise = [stationary_noise(args.seed * 10_000 + 900 + i, n) for i in range(args.series // 2)]
+        result["clean_noise"] = run_raw(noise, settings, args.tolerance).report()
+        gen = [value_series(args.seed * 10_000 + 950 + i, n, clean=True) for i in range(args.series // 2)]
+        split = {}
+        result["clean_generated"] = run_raw(gen, settings, args.tolerance, split).report()
+        result["clean_generated"]["by_noise"] = {k: {"fp_per_1k_points": v.report()["fp_per_1k_points"]}
+                                                 for k, v in sorted(split.items())}
     if not args.no_speed:
         result["throughput"] = throughput(settings, args.runs)
     if args.json:
@@ -271,16 +297,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print(result: dict) -> None:
     print(f"settings: {result['settings']}")
-    for name in ("raw", "windows", "clean", "csv"):
+    for name in ("raw", "windows", "clean_noise", "clean_generated", "csv"):
         r = result.get(name)
         if not r:
             continue
         print(f"\n[{name}] ranges={r['ranges']} detected={r['detected']} fp={r['false_positives']} "
               f"points={r['points']} fp/1k={r['fp_per_1k_points']}")
-        print(f"  precision={r['precision']} recall={r['recall']} f1={r['f1']} "
-              f"delay mean={r['delay_mean']} median={r['delay_median']} (points)")
+        if r["ranges"]:
+            print(f"  precision={r['precision']} recall={r['recall']} f1={r['f1']} "
+                  f"delay mean={r['delay_mean']} median={r['delay_median']} (points)")
         for t, v in r["per_type"].items():
             print(f"  {t:<20} ranges={v['ranges']:<4} recall={v['recall']} delay_median={v['delay_median']}")
+        if r["false_positives_by_detector"]:
+            print(f"  false positives by detector: {r['false_positives_by_detector']}")
+        for k, v in r.get("by_noise", {}).items():
+            print(f"  {k}: {v}")
         if "windows_per_s" in r:
             print(f"  windows/s={r['windows_per_s']}")
     if "throughput" in result:

@@ -6,6 +6,7 @@ server; everything above this module speaks the same clickhouse-connect Client A
 from __future__ import annotations
 
 import re
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -37,19 +38,27 @@ def connect(settings: ClickHouseSettings) -> Client:
         if is_embedded(dsn):
             path = chdb_path(dsn)
             Path(path).mkdir(parents=True, exist_ok=True)
-            return clickhouse_connect.get_client(dsn=f"chdb://{path}", database=settings.database)
+            client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+            if settings.database != "default":
+                client.command(f"CREATE DATABASE IF NOT EXISTS `{settings.database}`")
+                client.database = settings.database
+            return client
         url = urlparse(dsn)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise StoreError(f"clickhouse.dsn {dsn!r}: expected chdb://DIR or http(s)://host:port")
-        return clickhouse_connect.get_client(
+        server = dict(
             host=url.hostname,
             port=url.port or (8443 if url.scheme == "https" else 8123),
             secure=url.scheme == "https",
             username=url.username or settings.username,
             password=settings.password,
-            database=settings.database,
             connect_timeout=settings.connect_timeout_s,
         )
+        if settings.database != "default":
+            # A fresh server has only `default`: create the configured database on first use.
+            with closing(clickhouse_connect.get_client(**server)) as admin:
+                admin.command(f"CREATE DATABASE IF NOT EXISTS `{settings.database}`")
+        return clickhouse_connect.get_client(database=settings.database, **server)
     except StoreError:
         raise
     except Exception as exc:  # clickhouse-connect raises several types for one cause

@@ -7,21 +7,33 @@ they live in Bytewax recovery snapshots.
 `RobustDetector` (one per scalar stream) does, per point, predict-then-learn:
   1. seasonal baseline: the point is deseasonalized with an additive hour-of-day profile (linearly
      interpolated between hourly slots; "weekly" keeps separate weekday and weekend profiles),
-     learned as the deviation from a one-day EWMA level and averaged over ~season_days days;
-     outliers do not teach it, and it is applied only while its out-of-sample error is below
-     that of no profile (so non-seasonal series are not made noisier by it);
+     each slot learning the mean deviation of its hour from a one-day EWMA level, averaged over
+     ~season_days days; outliers do not teach it, and it is applied only while its out-of-sample
+     error is below that of no profile (so non-seasonal series are not made noisier by it);
   2. spike / drop: robust z = (y - median) / sigma over the last `window` deseasonalized points,
-     sigma = IQR / 1.349 (mean absolute deviation * 1.2533 when the IQR is 0, e.g. discrete data),
-     floored by a noise model (relative, Poisson for counts, binomial for rates);
-  3. level shift: two-sided CUSUM on Huber-clipped z; on alarm the pre-change part of the buffer
-     is moved to the new level (median of the run since the CUSUM left 0) so the baseline adapts
-     at once instead of alerting on every point until the window has turned over;
-  4. volatility (distribution shift of a raw stream): fast vs slow EWMA of |first difference|
-     relative to its own slow mean, standardized by its own slow variance (self-calibrating; first
-     differences make it blind to level shifts and to single spikes).
+     sigma = IQR / 1.349 (mean absolute deviation * 1.2533 when the IQR is 0, e.g. discrete
+     data), never below 0.7 x its own long-run average (a quiet hour must not make noise look
+     extreme), and floored by a noise model (relative, Poisson for counts, binomial for rates).
+     Heavy tails: the threshold is multiplied by max(1, q99 / 2.576), q99 being the series' own
+     running 99th percentile of |z| (2.576 for Gaussian noise);
+  3. level shift: two-sided CUSUM (k, h in sigma units) on Huber-clipped z, standardized by the
+     AR(1) long-run factor sqrt((1 + rho) / (1 - rho)) with rho from the lag-1 sign correlation
+     of z (autocorrelated noise, wander and baseline lag otherwise mimic shifts). On alarm the
+     pre-change part of the buffer moves to the new level (median of the run since the CUSUM left
+     0) so the baseline adapts at once; a prompt return to the old level within `window` points
+     reverts it (the end of a temporary surge or outage is recovery, not a new anomaly);
+  4. volatility (distribution shift of a raw stream): fast EWMA of |first difference|^(2/3)
+     relative to its slow mean, against that ratio's own slow mean and sd (self-calibrating;
+     first differences make it blind to level shifts, the cap to single spikes).
+Calibration statistics are frozen while evidence of a change is building up, so a change cannot
+explain itself away before it is reported (bounded, so a lasting change becomes the new normal).
+Event rates use `log=True`: the stream is log1p(count) (multiplicative noise and seasonality,
+drops to zero stand out) with the Poisson floor taken through the transform.
+
 `HistShiftDetector` measures the Jensen-Shannon divergence between a window's median-aligned
-log-bucket histogram and a decayed reference shape, and scores that divergence with a one-sided
-RobustDetector, so the threshold adapts to the series' own sampling noise.
+log-bucket histogram and a decayed reference shape, standardizes it by its chi-square sampling
+distribution and scores it with a one-sided RobustDetector, so the threshold adapts to the
+series' own sampling noise.
 
 Scores: r = |statistic| / threshold, score = r^4 / (1 + r^4) (0.5 at the threshold).
 """
@@ -35,7 +47,7 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
 FLOOR_RELATIVE = 0  # sigma >= relative_floor * |expected|
-FLOOR_POISSON = 1  # counts: sigma >= sqrt(max(expected, 1))
+FLOOR_POISSON = 1  # counts: sigma >= sqrt(max(expected, 1)); with log: 1/sqrt(expected + 1)
 FLOOR_BINOMIAL = 2  # rates of a 0/1 flag: sigma >= sqrt(p(1-p)/n)
 FLOOR_ABSOLUTE = 3  # sigma >= a fixed value (divergence streams)
 
@@ -45,7 +57,7 @@ SEASON_CODES = {"none": SEASON_NONE, "daily": SEASON_DAILY, "weekly": SEASON_WEE
 Q99_GAUSS = 2.5758  # 99th percentile of |N(0,1)|
 Q99_STEP = 0.05  # stochastic-approximation step of the running |z| percentile (z units)
 LONG_SPAN = 256  # points behind the slow self-calibration statistics
-SIGMA_KEEP = 0.7
+SIGMA_KEEP = 0.7  # sigma >= this x its long-run average (IQR of 64 points: ~15% relative error)
 SV_ALPHA = 2.0 / (LONG_SPAN + 1)
 MAX_RHO = 0.95
 
@@ -74,7 +86,7 @@ class RobustDetector:
         "types", "prefix", "spike_on", "drop_on", "cusum_on", "vol_on",
         "sp", "sn", "lp", "ln",
         "season", "prof", "wsum", "c_h", "t_first", "t_last", "dt", "hour_mark", "lvl", "nl", "eu", "ee", "s_on",
-        "prev", "nv", "vr", "vf", "vm", "vv", "a_f", "a_s", "hst", "hst_thr",
+        "prev", "nv", "vr", "vf", "vm", "vv", "vc", "vcov", "vfrozen", "a_f", "a_s", "hst", "hst_thr",
         "q99", "sv", "zr", "zprev", "nz", "sh_delta", "sh_sig", "sh_left", "log",
     )
 
@@ -137,7 +149,8 @@ class RobustDetector:
         self.s_on = False
         self.prev = math.nan
         self.nv = 0
-        self.vr = self.vf = self.vm = self.vv = 0.0
+        self.vr = self.vf = self.vm = self.vv = self.vc = self.vcov = 0.0
+        self.vfrozen = 0
         self.a_f = 2.0 / (volatility_span + 1)
         self.a_s = 2.0 / (volatility_slow_span + 1)
         self.hst = hst
@@ -158,15 +171,20 @@ class RobustDetector:
         self.sh_left = 0
 
     # -- state -------------------------------------------------------------------------------
-    def __getstate__(self) -> dict:
-        st = {s: getattr(self, s) for s in self.__slots__ if s not in ("ring", "srt")}
-        st["ring"] = array("d", self.ring)  # 8 bytes per value in the snapshot
-        return st
+    # Snapshot: slot values in order (no names), float lists as packed arrays (8 bytes a value);
+    # the sorted copy is rebuilt on load.
+    _PACKED = ("ring", "prof", "wsum")
 
-    def __setstate__(self, st: dict) -> None:
-        for s, v in st.items():
-            setattr(self, s, v)
-        self.ring = st["ring"].tolist()
+    def __getstate__(self) -> tuple:
+        return tuple(
+            None if name == "srt" else
+            (array("d", v) if name in self._PACKED and v is not None else v)
+            for name in self.__slots__ for v in (getattr(self, name),)
+        )
+
+    def __setstate__(self, st: tuple) -> None:
+        for name, v in zip(self.__slots__, st):
+            setattr(self, name, v.tolist() if isinstance(v, array) else v)
         self.srt = sorted(self.ring)
 
     def _slot(self, t: int) -> tuple[int, int, float]:
@@ -489,6 +507,10 @@ class RobustDetector:
         self.lp = self.ln = 0
 
     def _volatility(self, y: float) -> Finding | None:
+        """Fast EWMA of c = |first difference|^(2/3) / its slow mean, against c's own slow mean and sd.
+        The slow statistics are frozen while the fast one is beyond half the threshold (for at most
+        `window` points), so a volatility change cannot recalibrate itself away before it is
+        reported, and a lasting one still becomes the new normal."""
         prev = self.prev
         self.prev = y
         if prev != prev:  # NaN: first point
@@ -496,27 +518,42 @@ class RobustDetector:
         r = y - prev
         if r < 0.0:
             r = -r
+        # |d|^(2/3) = (d^2)^(1/3): Wilson-Hilferty makes the chi-square(1)-like d^2 near-Gaussian,
+        # so the fast EWMA's tails match the Gaussian threshold better than |d| itself.
+        r = r ** 0.6666666666666666
         nv = self.nv + 1
         self.nv = nv
-        a_s = self.a_s if self.a_s > 1.0 / nv else 1.0 / nv
         a_f = self.a_f if self.a_f > 1.0 / nv else 1.0 / nv
         vr = self.vr
         c = r / vr if vr > 0.0 else 1.0
-        if c > 4.0:
-            c = 4.0
-        self.vr = vr + a_s * (r - vr)
+        if c > 3.0:  # Huber-style cap: a single jump (or the two around a spike) stays small
+            c = 3.0
         vf = self.vf + a_f * (c - self.vf)
         self.vf = vf
-        vm = self.vm
+        vm, vv = self.vm, self.vv
         d = c - vm
-        self.vm = vm + a_s * d
-        self.vv += a_s * (d * d - self.vv)
-        if nv < self.warm + 2.0 / self.a_f or self.vv <= 0.0:
-            return None
-        sd = math.sqrt(self.vv * self.a_f / (2.0 - self.a_f))
-        z = (vf - vm) / sd
+        z = 0.0
+        sd = 0.0
+        ready = nv >= self.warm + 2.0 / self.a_f and vv > 0.0
+        if ready:
+            # consecutive differences share a point (lag-1 correlation ~0.22 even for iid data):
+            # widen the EWMA's sd by the measured AR(1) factor (1 + rho) / (1 - rho)
+            rho = self.vcov / vv
+            rho = 0.0 if rho < 0.0 else (0.9 if rho > 0.9 else rho)
+            sd = math.sqrt(vv * self.a_f / (2.0 - self.a_f) * (1.0 + rho) / (1.0 - rho))
+            z = (vf - vm) / sd
+        if not ready or -0.5 * self.thr < z < 0.5 * self.thr or self.vfrozen >= self.W:
+            self.vfrozen = 0
+            a_s = self.a_s if self.a_s > 1.0 / nv else 1.0 / nv
+            self.vr = vr + a_s * (r - vr)
+            self.vm = vm + a_s * d
+            self.vv = vv + a_s * (d * d - vv)
+            self.vcov += a_s * (d * self.vc - self.vcov)
+        else:
+            self.vfrozen += 1  # at most `window` points: a lasting change becomes the new normal
+        self.vc = d
         thr = self.thr
-        if z >= thr or z <= -thr:
+        if ready and (z >= thr or z <= -thr):
             return ("distribution_shift", squash(z / thr), vr, sd * vr, vf * vr, "volatility")
         return None
 

@@ -8,7 +8,8 @@
 Linked signals form one group (union of connected signals, oldest group survives a merge). A group
 becomes an incident once it has two facets (distinct domain/metric/kind) or a causal link, and its
 confidence reaches `min_confidence`. `add` returns the incidents this signal created or changed
-(each change bumps `version`, same `id`), plus "merged" records for groups absorbed into another.
+(each emitted change bumps `version`, same `id`; see `_emit_if_ready` for when), plus "merged"
+records for groups absorbed into another.
 `flush(now_ms)` closes groups idle for `window_ms` of event time and returns their final record.
 
 Pattern (first that applies): security_incident (a security signal), compliance_cascade (two
@@ -79,6 +80,7 @@ EFFECT_DOMAINS: dict[str, frozenset[str]] = {
 }
 EARLINESS_BONUS = 0.3
 MAX_TEMPORAL_LINKS = 8
+SMALL_INCIDENT = 16
 ASSET_RECENT = 64
 
 
@@ -118,7 +120,7 @@ def incident_edges(incident: Incident) -> list[IncidentEdge]:
 
 class _Group:
     __slots__ = ("id", "seed", "opened_ms", "members", "edges", "edge_keys", "version", "emitted", "last_ms",
-                 "start_ms", "overflow", "dirty")
+                 "start_ms", "overflow", "dirty", "last_key", "last_n")
 
     def __init__(self, seed: Signal) -> None:
         self.id = stable_id("incident", seed.id)
@@ -133,6 +135,8 @@ class _Group:
         self.start_ms = seed.time_ms
         self.overflow = 0
         self.dirty = True
+        self.last_key: tuple = ()
+        self.last_n = 0
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -230,7 +234,7 @@ class Correlator:
             tb = g.members[b].time_ms if b in g.members else signal.time_ms
             g.add_edge(a, b, rel, w, max(ta, tb))
         self._index(signal, g.id)
-        self._bound()
+        out.extend(self._bound(keep=g.id))
         inc = self._emit_if_ready(g, "open")
         if inc is not None:
             out.append(inc)
@@ -263,7 +267,7 @@ class Correlator:
         """Current view of every open group that qualifies as an incident (for inspection)."""
         res = []
         for gid in sorted(self.groups, key=lambda k: (self.groups[k].opened_ms, k)):
-            inc = self._build(self.groups[gid], "open")
+            inc = self._build(self.groups[gid], "open", self.groups[gid].version)
             if inc is not None:
                 res.append(inc)
         return res
@@ -274,7 +278,6 @@ class Correlator:
         dq = self.asset_recent.get(signal.asset)
         if not dq:
             return []
-        facet = facet_of(signal)
         dom = domain_of(signal)
         best: dict[str, tuple[int, str, str]] = {}
         for t, sid, f, d in dq:
@@ -298,17 +301,27 @@ class Correlator:
     def _index(self, signal: Signal, gid: str) -> None:
         self.sig_group[signal.id] = gid
         if signal.asset:
-            dq = self.asset_recent.setdefault(signal.asset, deque(maxlen=ASSET_RECENT))
+            dq = self.asset_recent.pop(signal.asset, None)  # re-inserted: least recently used first
+            if dq is None:
+                dq = deque(maxlen=ASSET_RECENT)
+            self.asset_recent[signal.asset] = dq
             dq.append((signal.time_ms, signal.id, facet_of(signal), domain_of(signal)))
 
-    def _bound(self) -> None:
+    def _bound(self, keep: str = "") -> list[Incident]:
+        """Enforce the memory limits; groups pushed out are closed (their final record returned)."""
         s = self.settings
+        out: list[Incident] = []
         while len(self.sig_group) > s.max_tracked_signals:
             self.sig_group.popitem(last=False)
+        while len(self.corr_last) > s.max_tracked_signals:  # dicts keep insertion order: oldest first
+            del self.corr_last[next(iter(self.corr_last))]
+        while len(self.asset_recent) > max(s.max_tracked_signals // ASSET_RECENT, 1):
+            del self.asset_recent[next(iter(self.asset_recent))]
         if len(self.groups) > s.max_open_incidents:
-            # evict the least recently active groups (their records were emitted as they changed)
-            for gid in sorted(self.groups, key=lambda k: (self.groups[k].last_ms, k))[: len(self.groups) - s.max_open_incidents]:
-                self._drop(self.groups[gid])
+            excess = len(self.groups) - s.max_open_incidents
+            for gid in sorted((k for k in self.groups if k != keep), key=lambda k: (self.groups[k].last_ms, k))[:excess]:
+                out.extend(self._close(self.groups[gid]))
+        return out
 
     def _merge(self, keep: _Group, gone: _Group) -> list[Incident]:
         out: list[Incident] = []
@@ -336,18 +349,35 @@ class Correlator:
         return out
 
     def _emit_if_ready(self, g: _Group, status: str) -> Incident | None:
+        """Emit every change of a small incident (< SMALL_INCIDENT members); for a larger one only
+        when its pattern, root cause or severity changes or its member count doubles, the rest waits
+        for the next emission or the close record (bounded output during alert storms)."""
         if not g.dirty:
             return None
-        inc = self._build(g, status, bump=True)
+        inc = self._build(g, status, g.version + 1)
+        if inc is None:
+            return None  # not an incident (yet): nothing emitted, version unchanged
+        key = (inc.pattern, inc.root_cause_id, inc.severity)
+        n = len(inc.members)
+        if g.emitted and key == g.last_key and n >= SMALL_INCIDENT and n < 2 * g.last_n:
+            return None
+        self._mark_emitted(g, inc)
+        return inc
+
+    @staticmethod
+    def _mark_emitted(g: _Group, inc: Incident) -> None:
+        g.version = inc.version
+        g.emitted = True
         g.dirty = False
-        return inc  # None: not an incident (yet); nothing emitted, version unchanged
+        g.last_key = (inc.pattern, inc.root_cause_id, inc.severity)
+        g.last_n = len(inc.members)
 
     def _close(self, g: _Group) -> list[Incident]:
         out = []
         if g.emitted or g.dirty:
-            g.dirty = True
-            inc = self._build(g, "closed", bump=True)
+            inc = self._build(g, "closed", g.version + 1)
             if inc is not None:
+                self._mark_emitted(g, inc)
                 out.append(inc)
         self._drop(g)
         return out
@@ -358,7 +388,7 @@ class Correlator:
                 del self.sig_group[sid]
         self.groups.pop(g.id, None)
 
-    def _build(self, g: _Group, status: str, bump: bool = False) -> Incident | None:
+    def _build(self, g: _Group, status: str, version: int) -> Incident | None:
         """The incident record for a group, or None if it does not qualify (yet)."""
         s = self.settings
         members = sorted(g.members.values(), key=lambda m: (m.time_ms, m.id))
@@ -378,20 +408,17 @@ class Correlator:
         sev = max((m.severity for m in members), key=severity_rank)
         if len(domains) >= 3 and severity_rank(sev) < 4:
             sev = SEVERITIES[severity_rank(sev) + 1]  # corroborated by three or more domains
-        if bump:
-            g.version += 1
-            g.emitted = True
         edges = [IncidentEdge(incident_id=g.id, from_id=a, to_id=b, relationship=rel, weight=w, time_ms=t,
-                              version=g.version) for a, b, rel, w, t in g.edges]
+                              version=version) for a, b, rel, w, t in g.edges]
         have = {(a, b) for a, b, rel, *_ in g.edges if rel == "parent_of"}
         root_t = g.members[root].time_ms
         for m in members:
             if roles[m.id] == "effect" and (root, m.id) not in have:
                 edges.append(IncidentEdge(incident_id=g.id, from_id=root, to_id=m.id, relationship="causes",
                                           weight=round(confidence, 4), time_ms=max(root_t, m.time_ms),
-                                          version=g.version))
+                                          version=version))
         return Incident(
-            id=g.id, version=g.version, status=status, pattern=pattern, confidence=round(confidence, 4),
+            id=g.id, version=version, status=status, pattern=pattern, confidence=round(confidence, 4),
             severity=sev, opened_ms=g.opened_ms, start_ms=members[0].time_ms, end_ms=max(m.time_ms for m in members),
             assets=sorted({m.asset for m in members if m.asset}),
             members=[IncidentMember(signal_id=m.id, role=roles[m.id], source=m.source, kind=m.kind, asset=m.asset,

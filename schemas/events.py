@@ -226,7 +226,7 @@ class ComplianceViolation(Payload, tag="security.compliance"):
     remediation: str = ""
 
 
-class AuthEvent(Payload, tag="security.auth"):
+class AuthDecision(Payload, tag="security.auth"):
     """An authentication or authorization decision."""
 
     SOURCE: ClassVar[str] = "security"
@@ -240,7 +240,7 @@ class AuthEvent(Payload, tag="security.auth"):
     reason: str = ""
 
 
-class PrivacyEvent(Payload, tag="security.privacy"):
+class PrivacyFinding(Payload, tag="security.privacy"):
     """Personal data detected, redacted, blocked or leaked in prompts or responses."""
 
     SOURCE: ClassVar[str] = "security"
@@ -510,7 +510,7 @@ class AuditLogged(Payload, tag="audit.logged"):
 
 PAYLOAD_TYPES: tuple[type[Payload], ...] = (
     LlmRequest, Latency, Throughput, ErrorOccurred, TokenUsage, ModelPerformance,
-    ThreatDetected, VulnerabilityFound, ComplianceViolation, AuthEvent, PrivacyEvent,
+    ThreatDetected, VulnerabilityFound, ComplianceViolation, AuthDecision, PrivacyFinding,
     TokenCost, ApiCost, ResourceConsumption, BudgetAlert,
     GovernanceViolation, AuditTrail, ComplianceCheck, DataLineage,
     AssetRegistered, AssetUpdated, AssetDeprecated, VersionPublished, VersionPromoted, VersionRetired,
@@ -526,27 +526,75 @@ SOURCE_OF_TYPE: dict[str, str] = {t: p.SOURCE for t, p in EVENT_TYPES.items()}
 DEFAULT_SEVERITY: dict[type[Payload], str] = {
     **{p: "info" for p in PAYLOAD_TYPES},
     ThreatDetected: "medium", VulnerabilityFound: "medium", ComplianceViolation: "medium",
-    PrivacyEvent: "medium", BudgetAlert: "medium", GovernanceViolation: "medium",
+    PrivacyFinding: "medium", BudgetAlert: "medium", GovernanceViolation: "medium",
     ViolationDetected: "medium", ErrorOccurred: "medium",
 }
 
 
-class Event(msgspec.Struct, gc=False, omit_defaults=True):
-    """One normalized event. Fields are positional in this order for cheap construction."""
+_EVENT_RENAME = {"event_time_ms": "event_time", "ingest_time_ms": "ingest_time"}
+TimeValue = Annotated[
+    Union[int, float, str],
+    Meta(description="ISO-8601 date-time with offset, or epoch seconds/ms/us/ns (told apart by magnitude). "
+                     "Normalized to epoch milliseconds UTC."),
+]
 
-    event_id: str
+
+class Event(msgspec.Struct, gc=False, omit_defaults=True, rename=_EVENT_RENAME):
+    """One normalized event: common fields plus a typed payload.
+
+    Concrete events are instances of the per-event-type subclasses in `EVENT_CLASSES` (build
+    them with `new_event`); their JSON form is the hub envelope, with `event_type` as the tag
+    that selects the payload type, so hub-format messages decode straight into Events and an
+    encoded Event is a valid hub message. After normalization `event_time_ms` is int epoch ms
+    UTC, `source` one of SOURCE_MODULES and `severity` one of SEVERITIES. Positional field
+    order is part of the API (it is the cheap way to build one).
+    """
+
+    event_id: EventId
     event_time_ms: int
-    ingest_time_ms: int
-    source: SourceModule
-    event_type: str
     payload: AnyPayload
-    schema_version: str = SCHEMA_VERSION
+    ingest_time_ms: Annotated[int, Meta(description="Set by the hub when it ingests the event.")] = 0
+    source: str = ""
+    schema_version: SchemaVersion = SCHEMA_VERSION
     correlation_id: str = ""
     parent_event_id: str = ""
-    severity: Severity = "info"
+    severity: str = ""
     environment: str = ""
     region: str = ""
     tags: dict[str, str] = {}
+
+    @property
+    def event_type(self) -> str:
+        """The event type, e.g. `telemetry.request` (the tag of the payload type)."""
+        return EVENT_TYPE_OF[type(self.payload)]
+
+
+def _event_class(p: type[Payload]) -> type[Event]:
+    # On the wire `event_time` may be any accepted time value; the normalizer makes it int ms.
+    cls = msgspec.defstruct(
+        f"{p.__name__}Event", [("event_time_ms", TimeValue), ("payload", p)], bases=(Event,),
+        tag_field="event_type", tag=p.__struct_config__.tag, rename=_EVENT_RENAME, module=__name__,
+    )
+    cls.__doc__ = f"An Event whose payload is {p.__name__} (event_type {p.__struct_config__.tag!r})."
+    return cls
+
+
+# payload class -> its Event subclass; registered as module globals so Events pickle.
+EVENT_CLASSES: dict[type[Payload], type[Event]] = {p: _event_class(p) for p in PAYLOAD_TYPES}
+globals().update({cls.__name__: cls for cls in EVENT_CLASSES.values()})
+AnyEvent = Union[tuple(EVENT_CLASSES.values())]  # type: ignore[valid-type]
+
+
+def new_event(event_id: str, event_time_ms: int, payload: Payload, ingest_time_ms: int = 0, source: str = "",
+              schema_version: str = SCHEMA_VERSION, correlation_id: str = "", parent_event_id: str = "",
+              severity: str = "", environment: str = "", region: str = "",
+              tags: dict[str, str] | None = None) -> Event:
+    """Build the Event subclass matching the payload; `source`/`severity` default from the payload type."""
+    cls = type(payload)
+    return EVENT_CLASSES[cls](
+        event_id, event_time_ms, payload, ingest_time_ms, source or cls.SOURCE, schema_version, correlation_id,
+        parent_event_id, severity or DEFAULT_SEVERITY[cls], environment, region, {} if tags is None else tags,
+    )
 
 
 def is_union(hint: Any) -> bool:

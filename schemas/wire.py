@@ -26,6 +26,8 @@ from msgspec import Meta
 
 from schemas.events import (
     PAYLOAD_TYPES,
+    AnyEvent,
+    TimeValue,
     SCHEMA_VERSION,
     UNIT_FIELDS,
     is_union,
@@ -35,39 +37,10 @@ from schemas.events import (
     SchemaVersion,
 )
 
-TimeValue = Annotated[
-    Union[int, float, str],
-    Meta(description="ISO-8601 date-time with offset, or epoch seconds/ms/us/ns (detected by magnitude)."),
-]
-
 # --- hub envelope ----------------------------------------------------------------------------------
-
-
-class HubEnvelope(msgspec.Struct, kw_only=True, tag_field="event_type", forbid_unknown_fields=False, gc=False):
-    """Common fields of the hub envelope; one subclass per event type adds the typed `payload`."""
-
-    event_id: EventId
-    event_time: TimeValue
-    source: str = ""
-    schema_version: SchemaVersion = SCHEMA_VERSION
-    correlation_id: str = ""
-    parent_event_id: str = ""
-    severity: str = ""
-    environment: str = ""
-    region: str = ""
-    tags: dict[str, str] = {}
-
-
-def _hub_variant(p: type[Payload]) -> type[HubEnvelope]:
-    tag = p.__struct_config__.tag
-    return msgspec.defstruct(
-        f"Hub{p.__name__}", [("payload", p)], bases=(HubEnvelope,), tag=tag, kw_only=True,
-        module=__name__,
-    )
-
-
-HUB_VARIANTS: tuple[type[HubEnvelope], ...] = tuple(_hub_variant(p) for p in PAYLOAD_TYPES)
-HubMessage = Union[HUB_VARIANTS]  # type: ignore[valid-type]
+# The hub envelope is the JSON form of `schemas.events.Event`: common fields at the top,
+# `event_type` (the tag) selects the payload Struct. Decoding it yields Events directly.
+HubMessage = AnyEvent
 
 # --- base event schema (integration note) ----------------------------------------------------------
 
@@ -151,10 +124,12 @@ BASE_DATA_TYPES: dict[type[Payload], type[msgspec.Struct]] = {
 
 def _base_variant(p: type[Payload]) -> type[BaseEvent]:
     tag = p.__struct_config__.tag
-    return msgspec.defstruct(
+    cls = msgspec.defstruct(
         f"Base{p.__name__}", [("data", BASE_DATA_TYPES[p])], bases=(BaseEvent,), tag=tag, kw_only=True,
         rename="camel", module=__name__,
     )
+    cls.__doc__ = f"A base-format event of type {tag!r}."
+    return cls
 
 
 BASE_VARIANTS: tuple[type[BaseEvent], ...] = tuple(_base_variant(p) for p in PAYLOAD_TYPES)

@@ -1,0 +1,251 @@
+"""Column layout of the ClickHouse `events` table and the batch -> columns conversion.
+
+`to_columns` is on the hot path (every batch): one pass over the events builds a row tuple per
+event from a per-payload-type extractor, then one C-level transpose makes the columns, ready for
+clickhouse-connect `insert(..., column_oriented=True)`. Times stay int epoch ms (DateTime64(3)
+ticks); no datetime objects are built.
+
+Token and latency columns are filled only by telemetry payloads that describe requests, and
+cost_usd only by charges, so the windowed sums over this table never count a thing twice (a
+cost.tokens record repeats its request's token counts; those stay in `payload`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from schemas.events import (
+    ApiCost,
+    AssetDeprecated,
+    AssetRegistered,
+    AssetUpdated,
+    AuditLogged,
+    AuditTrail,
+    AuthDecision,
+    BudgetAlert,
+    ComplianceCheck,
+    ComplianceVerified,
+    ComplianceViolation,
+    DataLineage,
+    ErrorOccurred,
+    Event,
+    GovernanceViolation,
+    Latency,
+    LlmRequest,
+    ModelPerformance,
+    PolicyEvaluated,
+    PolicyUpdated,
+    PrivacyFinding,
+    ResourceConsumption,
+    ThreatDetected,
+    Throughput,
+    TokenCost,
+    TokenUsage,
+    VersionPromoted,
+    VersionPublished,
+    VersionRetired,
+    ViolationDetected,
+    VulnerabilityFound,
+    EVENT_TYPE_OF,
+)
+
+EVENT_COLUMNS: list[tuple[str, str]] = [
+    ("event_id", "String"),
+    ("event_time", "DateTime64(3)"),
+    ("ingest_time", "DateTime64(3)"),
+    ("source", "LowCardinality(String)"),
+    ("event_type", "LowCardinality(String)"),
+    ("schema_version", "LowCardinality(String)"),
+    ("correlation_id", "String"),
+    ("parent_event_id", "String"),
+    ("severity", "LowCardinality(String)"),
+    ("environment", "LowCardinality(String)"),
+    ("region", "LowCardinality(String)"),
+    ("model", "LowCardinality(String)"),
+    ("provider", "LowCardinality(String)"),
+    ("endpoint", "LowCardinality(String)"),
+    ("team", "LowCardinality(String)"),
+    ("asset_id", "String"),
+    ("latency_ms", "Nullable(Float64)"),
+    ("ttft_ms", "Nullable(Float64)"),
+    ("input_tokens", "Nullable(UInt64)"),
+    ("output_tokens", "Nullable(UInt64)"),
+    ("cached_tokens", "Nullable(UInt64)"),
+    ("total_tokens", "Nullable(UInt64)"),
+    ("is_error", "UInt8"),
+    ("error_type", "LowCardinality(String)"),
+    ("cost_usd", "Nullable(Float64)"),
+    ("category", "LowCardinality(String)"),
+    ("policy_id", "String"),
+    ("outcome", "LowCardinality(String)"),
+    ("tags", "Map(String, String)"),
+    ("payload", "String"),
+]
+COLUMN_NAMES: list[str] = [name for name, _ in EVENT_COLUMNS]
+
+# What a payload contributes, in this order (the columns from `model` to `outcome` minus
+# endpoint/team, which come from tags):
+# model, provider, asset_id, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens,
+# total_tokens, is_error, error_type, cost_usd, category, policy_id, outcome
+Extracted = tuple[str, str, str, Any, Any, Any, Any, Any, Any, int, str, Any, str, str, str]
+_N = None
+
+
+def _llm(p: LlmRequest) -> Extracted:
+    return (p.model or p.response_model, p.provider, "", p.latency_ms, p.time_to_first_token_ms, p.input_tokens,
+            p.output_tokens, p.cached_input_tokens, p.total_tokens, 1 if p.is_error else 0, p.error_type, _N,
+            p.operation, "", "error" if p.is_error else "success")
+
+
+def _latency(p: Latency) -> Extracted:
+    b = p.breakdown
+    return (p.model, p.provider, "", p.latency_ms, b.time_to_first_token_ms if b is not None else _N, _N, _N, _N, _N,
+            0, "", _N, "", "", "")
+
+
+def _throughput(p: Throughput) -> Extracted:
+    return (p.model, p.provider, "", _N, _N, _N, _N, _N, _N, 0, "", _N, "", "", "")
+
+
+def _error(p: ErrorOccurred) -> Extracted:
+    return (p.model, p.provider, "", _N, _N, _N, _N, _N, _N, 1, p.error_type, _N, p.error_code, "", "error")
+
+
+def _tokens(p: TokenUsage) -> Extracted:
+    return (p.model, p.provider, "", _N, _N, p.input_tokens, p.output_tokens, p.cached_input_tokens, p.total_tokens,
+            0, "", _N, "", "", "")
+
+
+def _performance(p: ModelPerformance) -> Extracted:
+    # Window aggregates (p95 latency...) are not request latencies; they stay in the payload.
+    return (p.model, p.provider, "", _N, _N, _N, _N, _N, _N, 0, "", _N, "", "", "")
+
+
+def _threat(p: ThreatDetected) -> Extracted:
+    return (p.model, "", p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.threat_type, "", p.action_taken)
+
+
+def _vulnerability(p: VulnerabilityFound) -> Extracted:
+    return ("", "", p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.cve_id or p.component, "", p.status)
+
+
+def _sec_compliance(p: ComplianceViolation) -> Extracted:
+    return (p.model, "", p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.framework, "", "violated")
+
+
+def _auth(p: AuthDecision) -> Extracted:
+    return ("", "", p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.kind, "", p.outcome)
+
+
+def _privacy(p: PrivacyFinding) -> Extracted:
+    return (p.model, "", p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.data_type, "", p.action)
+
+
+def _token_cost(p: TokenCost) -> Extracted:
+    return (p.model, p.provider, "", _N, _N, _N, _N, _N, _N, 0, "", p.total_cost, "tokens", "", "")
+
+
+def _api_cost(p: ApiCost) -> Extracted:
+    return (p.model, p.provider, "", _N, _N, _N, _N, _N, _N, 0, "", p.total_cost, p.service or "api", "", "")
+
+
+def _resource(p: ResourceConsumption) -> Extracted:
+    return (p.model, "", p.resource_id, _N, _N, _N, _N, _N, _N, 0, "", p.total_cost, p.resource_type, "", "")
+
+
+def _budget(p: BudgetAlert) -> Extracted:
+    # `spent` is a running total, not a new charge: it must not add to cost_usd sums.
+    over = "exceeded" if p.spent >= p.limit else "threshold_crossed"
+    return ("", "", "", _N, _N, _N, _N, _N, _N, 0, "", _N, "budget", p.budget_id, over)
+
+
+def _gov_violation(p: GovernanceViolation) -> Extracted:
+    return (p.model, "", p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.violation_type, p.policy_id, "violated")
+
+
+def _audit(p: AuditTrail) -> Extracted:
+    return ("", "", p.resource_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.action, "", p.outcome)
+
+
+def _check(p: ComplianceCheck) -> Extracted:
+    return (p.model, "", p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.framework, "",
+            "passed" if p.passed else "failed")
+
+
+def _lineage(p: DataLineage) -> Extracted:
+    return ("", "", p.target_asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.operation, "", "")
+
+
+def _asset(outcome: str) -> Callable[[Any], Extracted]:
+    def extract(p: Any) -> Extracted:
+        return ("", p.provider, p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.category, "", outcome)
+    return extract
+
+
+def _promoted(p: VersionPromoted) -> Extracted:
+    return ("", p.provider, p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.category, "", p.to_stage)
+
+
+def _evaluated(p: PolicyEvaluated) -> Extracted:
+    return (p.model, "", p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.policy_name, p.policy_id, p.decision)
+
+
+def _violation(p: ViolationDetected) -> Extracted:
+    return (p.model, "", p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.violation_type, p.policy_id, "violated")
+
+
+def _verified(p: ComplianceVerified) -> Extracted:
+    return (p.model, "", p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.framework, p.policy_id, "passed")
+
+
+def _policy_updated(p: PolicyUpdated) -> Extracted:
+    return ("", "", "", _N, _N, _N, _N, _N, _N, 0, "", _N, p.policy_type, p.policy_id, p.change_type)
+
+
+def _audit_logged(p: AuditLogged) -> Extracted:
+    return ("", "", "", _N, _N, _N, _N, _N, _N, 0, "", _N, p.action, p.policy_id, p.outcome)
+
+
+EXTRACTORS: dict[type, Callable[[Any], Extracted]] = {
+    LlmRequest: _llm, Latency: _latency, Throughput: _throughput, ErrorOccurred: _error, TokenUsage: _tokens,
+    ModelPerformance: _performance,
+    ThreatDetected: _threat, VulnerabilityFound: _vulnerability, ComplianceViolation: _sec_compliance,
+    AuthDecision: _auth, PrivacyFinding: _privacy,
+    TokenCost: _token_cost, ApiCost: _api_cost, ResourceConsumption: _resource, BudgetAlert: _budget,
+    GovernanceViolation: _gov_violation, AuditTrail: _audit, ComplianceCheck: _check, DataLineage: _lineage,
+    AssetRegistered: _asset("registered"), AssetUpdated: _asset("updated"), AssetDeprecated: _asset("deprecated"),
+    VersionPublished: _asset("published"), VersionPromoted: _promoted, VersionRetired: _asset("retired"),
+    PolicyEvaluated: _evaluated, ViolationDetected: _violation, ComplianceVerified: _verified,
+    PolicyUpdated: _policy_updated, AuditLogged: _audit_logged,
+}
+assert set(EXTRACTORS) == set(EVENT_TYPE_OF), "every payload type needs a column extractor"
+
+_encode = msgspec.json.Encoder().encode
+
+
+def to_columns(events: list[Event]) -> list[list]:
+    """Events -> one list per EVENT_COLUMNS entry (column-oriented insert)."""
+    if not events:
+        return [[] for _ in EVENT_COLUMNS]
+    extract = EXTRACTORS
+    types = EVENT_TYPE_OF
+    rows = []
+    append = rows.append
+    for e in events:
+        p = e.payload
+        cls = type(p)
+        tags = e.tags
+        if tags:
+            endpoint = tags.get("endpoint") or tags.get("http.route") or tags.get("server.address") or ""
+            team = tags.get("team", "")
+        else:
+            endpoint = team = ""
+        (model, provider, asset_id, latency, ttft, inp, out, cached, total, is_error, error_type, cost, category,
+         policy_id, outcome) = extract[cls](p)
+        append((e.event_id, e.event_time_ms, e.ingest_time_ms, e.source, types[cls], e.schema_version,
+                e.correlation_id, e.parent_event_id, e.severity, e.environment, e.region, model, provider, endpoint,
+                team, asset_id, latency, ttft, inp, out, cached, total, is_error, error_type, cost, category,
+                policy_id, outcome, tags, _encode(p).decode()))
+    return [list(col) for col in zip(*rows)]

@@ -1,0 +1,121 @@
+"""Test helpers: hub worker processes, topics, polling with deadlines, store snapshots."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from config.settings import ClickHouseSettings
+from connectors.clickhouse import connect
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("telemetry", "security", "cost", "governance", "registry", "policy")
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
+    """Poll until check() is truthy; fail naming what we waited for."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+def topic_env(bootstrap: str, partitions: int = 1) -> dict[str, str]:
+    """Fresh topics per test (telemetry with `partitions`), as HUB_* variables."""
+    run = uuid.uuid4().hex[:8]
+    env = {"HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "HUB_KAFKA__GROUP_ID": f"hub-{run}"}
+    topics = {s: f"t{run}.{s}" for s in SOURCES}
+    topics["dead_letter"] = f"t{run}.dead-letters"
+    topics["alerts"] = f"t{run}.alerts"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(t, partitions if s == "telemetry" else 1, 1) for s, t in topics.items()])
+    for f in futures.values():
+        f.result(30)
+    env.update({f"HUB_KAFKA__TOPICS__{s.upper()}": t for s, t in topics.items()})
+    return env
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int = 1) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": "10"})
+    for i, v in enumerate(values):
+        while True:
+            try:
+                p.produce(topic, v, partition=i % partitions)
+                break
+            except BufferError:
+                p.poll(0.05)
+    assert p.flush(60) == 0
+
+
+class HubProcess:
+    """`hub run` in its own process (as deployed), killable and restartable."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args, self.env, self.log = args, env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "HubProcess":
+        out = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *self.args], cwd=ROOT,
+                                     env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def wait(self, timeout_s: float) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"hub run did not finish in {timeout_s}s; log:\n{self.log.read_text()[-3000:]}") from None
+
+
+def http_settings(port: int, database: str = "default") -> ClickHouseSettings:
+    return ClickHouseSettings(dsn=f"http://127.0.0.1:{port}", database=database)
+
+
+def query(settings: ClickHouseSettings, sql: str) -> list[tuple]:
+    with closing(connect(settings)) as client:
+        return client.query(sql).result_rows
+
+
+def store_digest(settings: ClickHouseSettings) -> dict[str, Any]:
+    """Everything a user could query, reduced to comparable values (FINAL where replays dedupe)."""
+    queries = {
+        "events": "SELECT count(), uniqExact(event_id), round(sum(ifNull(latency_ms, 0)), 3), round(sum(ifNull(cost_usd, 0)), 6) FROM events FINAL",
+        "events_by_model": "SELECT model, source, count() FROM events FINAL GROUP BY model, source ORDER BY model, source",
+        "dead_letters": "SELECT code, count() FROM dead_letters FINAL GROUP BY code ORDER BY code",
+        "late": "SELECT count() FROM late_events FINAL",
+        "metrics_1m": "SELECT metric, model, endpoint, team, window_start, sum(count), round(sum(sum), 6), min(min), max(max), "
+                      "toString(sumMap(hist)) FROM metrics_1m FINAL GROUP BY metric, model, endpoint, team, window_start "
+                      "ORDER BY metric, model, endpoint, team, window_start",
+        "metrics_1h": "SELECT metric, model, window_start, count, round(sum, 6), round(p50, 6), round(p99, 6) FROM metrics_1h_stats "
+                      "ORDER BY metric, model, endpoint, team, window_start",
+        "composite_1d": "SELECT model, window_start, requests, errors, round(cost_usd, 6) FROM composite_1d ORDER BY model, window_start",
+    }
+    return {name: query(settings, sql) for name, sql in queries.items()}

@@ -1,0 +1,123 @@
+"""The flow on the real Kafka broker: delivery, dead-letter topic, crash recovery, scale-out,
+and a ClickHouse outage — results compared exactly with a clean run."""
+from __future__ import annotations
+
+import uuid
+from contextlib import closing
+
+import orjson
+import pytest
+from confluent_kafka import Consumer
+
+from config.settings import ClickHouseSettings
+from connectors.clickhouse import connect
+from operators.synthetic import generate
+from tests.helpers import HubProcess, http_settings, produce, query, store_digest, topic_env, wait_for
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+START_MS = 1_767_225_600_000
+
+
+def synthetic(n: int, seed: int = 3) -> list[bytes]:
+    return generate(n, seed=seed, start_ms=START_MS, rate_per_s=400.0)
+
+
+def fast_env(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "HUB_WINDOWS__IDLE_CLOSE_S": "1", "HUB_RECOVERY__SNAPSHOT_INTERVAL_S": "0.5",
+            "HUB_KAFKA__CONNECT_TIMEOUT_S": "10"}
+
+
+def run_reference(tmp_path, env, clickhouse_server, database: str):
+    """A crash-free run to the end of the topics, into its own database."""
+    server = clickhouse_server.start(tmp_path / "reference-ch")
+    settings = http_settings(server.port, database)
+    proc = HubProcess(["--until-end", "--clickhouse", f"http://127.0.0.1:{server.port}"],
+                      {**fast_env(env), "HUB_CLICKHOUSE__DATABASE": database}, tmp_path / f"{database}.log").start()
+    assert proc.wait(240) == 0, (tmp_path / f"{database}.log").read_text()[-3000:]
+    return server, settings
+
+
+def test_kafka_to_clickhouse_with_dead_letter_topic(kafka_bootstrap, tmp_path, monkeypatch):
+    from flows.cli import main
+
+    env = topic_env(kafka_bootstrap)
+    good = [orjson.dumps({"event_type": "telemetry.request", "event_id": f"k-{i}", "event_time": START_MS + i * 100,
+                          "source": "telemetry", "payload": {"model": "gpt-4o", "latency_ms": 100 + i}}) for i in range(500)]
+    produce(kafka_bootstrap, env["HUB_KAFKA__TOPICS__TELEMETRY"], good + [b"{not json", b"\xff\xfe"])
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    dsn = f"chdb://{tmp_path}/store"
+    assert main(["run", "--until-end", "--clickhouse", dsn]) == 0
+    with closing(connect(ClickHouseSettings(dsn=dsn))) as client:
+        assert client.query("SELECT count(), sum(latency_ms) FROM events FINAL").result_rows == [(500, sum(100 + i for i in range(500)))]
+        assert client.query("SELECT offset, code FROM dead_letters FINAL ORDER BY offset").result_rows == \
+            [(500, "malformed_json"), (501, "malformed_json")]
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
+    consumer.subscribe([env["HUB_KAFKA__TOPICS__DEAD_LETTER"]])
+    got: list[dict] = []
+
+    def two_letters():
+        m = consumer.poll(0.2)
+        if m is not None and m.error() is None:
+            got.append(orjson.loads(m.value()))
+        return len(got) >= 2
+
+    wait_for(two_letters, 30, "2 records on the dead-letter topic")
+    consumer.close()
+    assert sorted(r["offset"] for r in got) == [500, 501]
+    assert all(r["reason"] and r["topic"] == env["HUB_KAFKA__TOPICS__TELEMETRY"] for r in got)
+
+
+def test_sigkill_and_restart_gives_the_same_results(kafka_bootstrap, tmp_path, clickhouse_server):
+    env = topic_env(kafka_bootstrap, partitions=2)
+    messages = synthetic(120_000)
+    produce(kafka_bootstrap, env["HUB_KAFKA__TOPICS__TELEMETRY"], messages, partitions=2)
+    server, reference = run_reference(tmp_path, env, clickhouse_server, "reference")
+    expected = store_digest(reference)
+    assert expected["events"][0][0] > 100_000
+
+    settings = http_settings(server.port, "crashed")
+    args = ["--clickhouse", f"http://127.0.0.1:{server.port}", "--recovery-dir", str(tmp_path / "recovery")]
+    worker_env = {**fast_env(env), "HUB_CLICKHOUSE__DATABASE": "crashed"}
+    log = tmp_path / "crashed.log"
+    first = HubProcess(args, worker_env, log).start()
+    wait_for(lambda: query(settings, "SELECT count() FROM events")[0][0] >= 30_000
+             if _has_events_table(settings) else False, 120, "the first worker to be mid-stream", 0.05)
+    first.kill()
+    mid = query(settings, "SELECT count() FROM events FINAL")[0][0]
+    assert mid < expected["events"][0][0], "killed too late to test recovery"
+    second = HubProcess(args, worker_env, log).start()
+    try:
+        wait_for(lambda: store_digest(settings) == expected, 180, "the restarted worker to match the clean run", 1.0)
+    finally:
+        second.stop()
+
+
+def _has_events_table(settings) -> bool:
+    try:
+        return bool(query(settings, "EXISTS TABLE events")[0][0])
+    except Exception:
+        return False
+
+
+def test_two_processes_on_four_partitions_match_one(kafka_bootstrap, tmp_path, clickhouse_server):
+    from clickhouse_server import free_port
+
+    from config.settings import RetentionSettings
+    from connectors.migrations import migrate
+
+    env = topic_env(kafka_bootstrap, partitions=4)
+    produce(kafka_bootstrap, env["HUB_KAFKA__TOPICS__TELEMETRY"], synthetic(40_000, seed=9), partitions=4)
+    server, single = run_reference(tmp_path, env, clickhouse_server, "single")
+    cluster = http_settings(server.port, "cluster")
+    # Migrate once up front so the two processes don't race to create the tables.
+    with closing(connect(cluster)) as client:
+        migrate(client, RetentionSettings())
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    worker_env = {**fast_env(env), "HUB_CLICKHOUSE__DATABASE": "cluster"}
+    procs = [HubProcess(["--until-end", "--no-migrate", "--clickhouse", f"http://127.0.0.1:{server.port}",
+                         "--process-id", str(i), "--addresses", addresses], worker_env,
+                        tmp_path / f"cluster-{i}.log").start() for i in (0, 1)]
+    for p in procs:
+        assert p.wait(240) == 0
+    assert store_digest(cluster) == store_digest(single)
