@@ -28,7 +28,8 @@ class KafkaUnavailable(HubError):
 
 def check_broker(conf: dict[str, str], timeout_s: float) -> dict[str, int]:
     """Fail fast with a clear error instead of hanging on an unreachable broker. Returns topic -> partitions."""
-    admin = AdminClient({k: v for k, v in conf.items() if k != "group.id"})
+    # log_level 0: the failure is reported once below, not as librdkafka's per-retry lines.
+    admin = AdminClient({**{k: v for k, v in conf.items() if k != "group.id"}, "log_level": "0"})
     try:
         meta = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:

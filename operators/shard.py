@@ -56,6 +56,8 @@ class ShardState:
         self.dedup = Deduplicator(dedup_window_ms, dedup_max_entries)
         self.windows = WindowAggregator(allowed_lateness_ms)
         self.last_input_ms = 0
+        # Numbers this shard's duplicates, so their dead letters have a stable, distinct key.
+        self.duplicates_seen = 0
 
 
 def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_close_ms: int,
@@ -70,7 +72,9 @@ def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_clo
         kept, dropped = state.dedup.filter(normalized.events)
         if dropped:
             out.duplicates = dropped
-            out.dead_letters = out.dead_letters + _duplicate_letters(normalized.events, kept, batch.shard, now_ms)
+            out.dead_letters = out.dead_letters + _duplicate_letters(normalized.events, kept, batch.shard, now_ms,
+                                                                     state.duplicates_seen)
+            state.duplicates_seen += dropped
         if kept:
             columns = to_columns(kept)
             by_name = dict(zip(COLUMN_NAMES, columns))
@@ -94,11 +98,12 @@ def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_clo
     return out
 
 
-def _duplicate_letters(events: list, kept: list, shard: str, now_ms: int) -> list[DeadLetter]:
+def _duplicate_letters(events: list, kept: list, shard: str, now_ms: int, seq: int) -> list[DeadLetter]:
     kept_ids = {id(e) for e in kept}
+    dropped = [e for e in events if id(e) not in kept_ids]
     return [
         DeadLetter(raw=msgspec.json.encode(e), reason=f"duplicate of event {e.event_id} seen within the dedup window",
-                   code="duplicate", field="event_id", topic=shard, source=getattr(e, "source", ""),
+                   code="duplicate", field="event_id", topic=shard, offset=seq + i, source=e.source,
                    event_id=e.event_id, ingest_time_ms=now_ms)
-        for e in events if id(e) not in kept_ids
+        for i, e in enumerate(dropped)
     ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from schemas.events import EVENT_TYPES
+from schemas.events import EVENT_TYPES, PAYLOAD_TYPES
 from schemas.wire import BaseMessage, HubMessage, OtlpTraces
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -40,8 +40,17 @@ SCHEMAS: dict[str, tuple[str, str, Any]] = {
 }
 
 
+_PAYLOAD_NAMES = {p.__name__ for p in PAYLOAD_TYPES}
+
+
 def schema_for(title: str, description: str, typ: Any) -> dict[str, Any]:
     out = msgspec.json.schema(typ)
+    for name, definition in out.get("$defs", {}).items():
+        # A payload's own `type` tag is optional inside an envelope (the envelope's event type
+        # already says it); msgspec lists it as required because the Struct is tagged.
+        if name in _PAYLOAD_NAMES and "type" in definition.get("required", ()):
+            definition["required"] = [r for r in definition["required"] if r != "type"]
+            definition["properties"]["type"]["description"] = "Optional; equals the envelope's event type."
     return {"$schema": DRAFT, "title": title, "description": description, **out}
 
 

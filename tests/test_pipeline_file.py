@@ -11,7 +11,10 @@ from config.settings import ClickHouseSettings
 from connectors.clickhouse import connect
 from flows.cli import main
 
-T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+import time
+
+# A recent whole hour: old enough to be all in the past, young enough for the age check.
+T0 = (int(time.time() * 1000) // 3_600_000 - 3) * 3_600_000
 MODELS = ("gpt-4o", "claude-3-5-sonnet", "llama-3-70b")
 
 
@@ -45,6 +48,7 @@ def run_result(tmp_path_factory):
         expected.setdefault((model, t - t % 60_000), []).append(lat)
     for i in range(30):
         lines.append(json.dumps(cost(i, T0 + i * 10_000, MODELS[i % 3], 0.01)))
+    lines.sort(key=lambda line: json.loads(line)["event_time"])  # in time order: only the planted event is late
     bad = [
         '{"event_type": "telemetry.request", "event_id": "x1", "event_tim',       # malformed JSON
         json.dumps({"event_type": "telemetry.teleport", "event_id": "x2", "event_time": T0, "payload": {}}),
@@ -73,7 +77,8 @@ def test_every_good_event_is_stored_once(run_result):
 
 def test_bad_input_is_dead_lettered_with_reasons(run_result):
     client, *_ = run_result
-    rows = q(client, "SELECT code, field, reason, raw FROM dead_letters FINAL ORDER BY offset")
+    # Duplicates are numbered per shard; the rest keep their input line number as offset.
+    rows = q(client, "SELECT code, field, reason, raw FROM dead_letters FINAL ORDER BY code = 'duplicate', offset")
     codes = [r[0] for r in rows]
     assert len(rows) == 4, rows
     assert codes[0] == "malformed_json"
