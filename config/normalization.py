@@ -25,9 +25,9 @@ class SourceNormalization(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     # How far this source's clock runs ahead of true time; subtracted from its event times.
     clock_skew_ms: int = 0
     # Rename fields before decoding: dotted path in the message -> canonical dotted path
-    # (e.g. "data.durationMs" -> "data.latencyMs"); for OTLP spans the keys are attribute
-    # names (e.g. "app.model" -> "gen_ai.request.model"). A target may end in ":UNIT" to convert
-    # a bare number on the way (durations s/ms/us/ns/min/h, sizes B/KB/MB/GB/TB, rates /s /min /h).
+    # (e.g. "data.modelName" -> "data.model", "metadata.env" -> "metadata.environment"); for
+    # OTLP spans the keys are attribute names (e.g. "app.model" -> "gen_ai.request.model").
+    # Units are not renamed away: base-format values may carry them ("1.5s", "2GB", "120/min").
     field_mappings: dict[str, str] = {}
     # Pin the wire format of this source's topic instead of detecting it per message.
     wire_format: WireFormat = "auto"

@@ -88,8 +88,9 @@ class _PartitionReader(StatefulSourcePartition[RawBatch, int]):
             final = self.end is not None and self.next_offset >= self.end
             self.finished = final
             return [RawBatch(self.shard, messages, final=final)]
-        if now - self.last_tick >= IDLE_TICK_S:
-            # Lets the window step close windows by the wall clock when the topic goes quiet.
+        if self.end is None and now - self.last_tick >= IDLE_TICK_S:
+            # Tailing only: lets the window step close windows by the wall clock when the topic
+            # goes quiet. A bounded run closes them at its end instead, deterministically.
             self.last_tick = now
             return [RawBatch(self.shard, [], idle=True)]
         return []

@@ -198,24 +198,10 @@ class _Source:
         self.skew = cfg.clock_skew_ms
         self.lenient = (cfg.mode or default_mode) == "lenient"
         self.fmt = cfg.wire_format
-        self.mappings = {src: _parse_target(dst) for src, dst in cfg.field_mappings.items()}
+        self.mappings = dict(cfg.field_mappings)
         self.money_factor = COST_UNIT_FACTOR[cfg.cost_unit]
         self.rates = {k.upper(): float(v) for k, v in {**DEFAULT_CURRENCY_RATES, **cfg.currency_rates}.items()}
         self.rates["USD"] = 1.0
-
-
-def _parse_target(dst: str) -> tuple[str, float | None]:
-    """"data.latencyMs:s" -> ("data.latencyMs", 1000.0): target path and a factor to apply."""
-    if ":" not in dst:
-        return dst, None
-    path, unit = dst.rsplit(":", 1)
-    key = unit.strip().lower()
-    for table in (DURATION_UNITS, SIZE_UNITS, RATE_UNITS):
-        if key in table and key:
-            return path, table[key]
-    if key.startswith("/") or key.startswith("per_"):
-        return path, RATE_UNITS.get(key)
-    raise ValueError(f"field mapping target {dst!r}: unknown unit {unit!r}")
 
 
 class _Batch:
@@ -573,10 +559,6 @@ class Normalizer:
                         continue
                     self._emit(env, other, m, st)
                     return
-        hint = self.topic_sources.get(m.topic)
-        if hint and not self._src[hint].lenient and hint not in self._mapped:
-            st.reject(m, code, field, reason, hint)  # strict: nothing to retry
-            return
         self._slow_json(m, fmt, st, (code, field, reason))
 
     def _reject_undecodable(self, m: RawMessage, exc: Exception, st: _Batch) -> None:
@@ -614,13 +596,13 @@ class Normalizer:
             return
         source = self._object_source(m, obj, fmt)
         rt = self._src.get(source)
-        if rt is not None and rt.mappings:
-            try:
-                _apply_mappings(obj, rt.mappings)
-            except _Reject as r:
-                st.reject(m, r.code, r.field, r.reason, source, _obj_id(obj, fmt))
-                return
         lenient = self._mode_lenient(source)
+        if error is not None and not lenient and (rt is None or not rt.mappings):
+            # strict: the typed decode already said what is wrong; obj only names the event
+            st.reject(m, *error, source, _obj_id(obj, fmt))
+            return
+        if rt is not None and rt.mappings:
+            _apply_mappings(obj, rt.mappings)
         target = self._types[fmt]
         fixes: list[str] = []
         for _ in range(12):
@@ -656,7 +638,8 @@ class Normalizer:
     def _unknown(self, m: RawMessage, st: _Batch) -> None:
         v = m.value
         if not v.strip():
-            st.reject(m, UNKNOWN_FORMAT, "", "message is empty", self._hint_name(m))
+            st.reject(m, UNKNOWN_FORMAT, "", "message is empty or blank; expected a JSON event or OTLP protobuf",
+                      self._hint_name(m))
             return
         try:
             obj = msgspec.json.decode(v)
@@ -673,7 +656,13 @@ class Normalizer:
 
     # --- OTLP -------------------------------------------------------------------------------------
 
+    def _no_spans(self, m: RawMessage, st: _Batch, before: tuple[int, int, int]) -> None:
+        """An OTLP message that held no span at all still leaves a trace: a dead letter."""
+        if (len(st.events), len(st.dead), st.skipped) == before:
+            st.reject(m, MISSING_FIELD, "resourceSpans", "OTLP message holds no spans", "telemetry")
+
     def _otlp_json(self, m: RawMessage, st: _Batch) -> None:
+        before = (len(st.events), len(st.dead), st.skipped)
         try:
             traces = self._otlp.decode(m.value)
         except Exception as exc:  # noqa: BLE001
@@ -706,8 +695,10 @@ class Normalizer:
                     except _Reject as r:
                         st.reject(m, r.code, r.field, r.reason, "telemetry", sp.spanId,
                                   raw=self._span_enc.encode(sp))
+        self._no_spans(m, st, before)
 
     def _otlp_proto(self, m: RawMessage, st: _Batch) -> None:
+        before = (len(st.events), len(st.dead), st.skipped)
         try:
             req = _ExportRequest.FromString(m.value)
         except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
@@ -735,6 +726,7 @@ class Normalizer:
                     except _Reject as r:
                         st.reject(m, r.code, r.field, r.reason, "telemetry", sp.span_id.hex(),
                                   raw=sp.SerializeToString())
+        self._no_spans(m, st, before)
 
     def _span_event(self, slots: list[Any], tags: dict[str, str], trace_id: str, span_id: str, parent: str,
                     name: str, start: int | str, end: int | str, failed: bool, exc_type: str, rt: _Source,
@@ -988,9 +980,9 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _apply_mappings(obj: dict[str, Any], mappings: dict[str, tuple[str, float | None]]) -> None:
-    """Move values from source paths to canonical paths (dotted), converting units if asked."""
-    for src, (dst, factor) in mappings.items():
+def _apply_mappings(obj: dict[str, Any], mappings: dict[str, str]) -> None:
+    """Move values from source paths to canonical paths (both dotted), in place."""
+    for src, dst in mappings.items():
         parent: Any = obj
         *head, last = src.split(".")
         for part in head:
@@ -998,10 +990,6 @@ def _apply_mappings(obj: dict[str, Any], mappings: dict[str, tuple[str, float | 
         if not isinstance(parent, dict) or last not in parent:
             continue
         value = parent.pop(last)
-        if factor is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise _Reject(INVALID_FIELD, src, f"'{src}' should be a number to convert into '{dst}'")
-            value = value * factor
         node = obj
         *dhead, dlast = dst.split(".")
         for part in dhead:
@@ -1250,19 +1238,11 @@ def _av_json(v: Any) -> Any:
     return v.bytesValue
 
 
-def _map_key(key: str, value: Any, amap: dict[str, tuple[str, float | None]]) -> tuple[str, Any]:
-    target = amap.get(key)
-    if target is None:
-        return key, value
-    dst, factor = target
-    if factor is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Reject(INVALID_FIELD, key, f"attribute '{key}' should be a number to convert into '{dst}'")
-        value = value * factor
-    return dst, value
+def _map_key(key: str, value: Any, amap: dict[str, str]) -> tuple[str, Any]:
+    return amap.get(key, key), value
 
 
-def _resource_json(attrs: Any, amap: dict[str, tuple[str, float | None]]) -> tuple[dict[str, str], dict[int, Any]]:
+def _resource_json(attrs: Any, amap: dict[str, str]) -> tuple[dict[str, str], dict[int, Any]]:
     tags: dict[str, str] = {}
     slots: dict[int, Any] = {}
     for kv in attrs:
@@ -1285,7 +1265,7 @@ def _resource_attr(key: str, val: Any, tags: dict[str, str], slots: dict[int, An
             tags[key] = s
 
 
-def _span_attrs_json(attrs: Any, amap: dict[str, tuple[str, float | None]], res_slots: dict[int, Any],
+def _span_attrs_json(attrs: Any, amap: dict[str, str], res_slots: dict[int, Any],
                      res_tags: dict[str, str]) -> tuple[list[Any] | None, dict[str, str]]:
     """One pass over a span's attributes: GenAI slots (best-ranked name wins) and tags.
 
@@ -1370,7 +1350,7 @@ def _av_pb(v: Any) -> Any:
     return getattr(v, kind)
 
 
-def _resource_pb(attrs: Any, amap: dict[str, tuple[str, float | None]]) -> tuple[dict[str, str], dict[int, Any]]:
+def _resource_pb(attrs: Any, amap: dict[str, str]) -> tuple[dict[str, str], dict[int, Any]]:
     tags: dict[str, str] = {}
     slots: dict[int, Any] = {}
     for kv in attrs:
@@ -1381,7 +1361,7 @@ def _resource_pb(attrs: Any, amap: dict[str, tuple[str, float | None]]) -> tuple
     return tags, slots
 
 
-def _span_attrs_pb(attrs: Any, amap: dict[str, tuple[str, float | None]], res_slots: dict[int, Any],
+def _span_attrs_pb(attrs: Any, amap: dict[str, str], res_slots: dict[int, Any],
                    res_tags: dict[str, str]) -> tuple[list[Any] | None, dict[str, str]]:
     slots: list[Any] = [None] * len(_SLOTS)
     ranks = [99] * len(_SLOTS)
