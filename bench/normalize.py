@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import msgspec  # noqa: E402
 
 from config.normalization import NormalizationSettings  # noqa: E402
-from operators.normalize import Normalizer, _detect  # noqa: E402
+from operators.normalize import Normalizer, detect_format  # noqa: E402
 from operators.synthetic import generate  # noqa: E402
 from schemas.raw import RawMessage  # noqa: E402
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.by_format:
         groups: dict[str, list[bytes]] = {}
         for v in payloads:
-            groups.setdefault(_detect(v) or "invalid", []).append(v)
+            groups.setdefault(detect_format(v) or "invalid", []).append(v)
         for fmt, vs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
             if fmt != "invalid":
                 report(fmt, measure(vs, args.batch_size, args.runs, now_ms))

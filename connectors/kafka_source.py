@@ -92,7 +92,7 @@ class _PartitionReader(StatefulSourcePartition[RawBatch, int]):
             # Tailing only: lets the window step close windows by the wall clock when the topic
             # goes quiet. A bounded run closes them at its end instead, deterministically.
             self.last_tick = now
-            return [RawBatch(self.shard, [], idle=True)]
+            return [RawBatch(self.shard, [], idle_ms=int((now - self.last_data) * 1000))]
         return []
 
     def snapshot(self) -> int | None:

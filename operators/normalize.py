@@ -297,9 +297,9 @@ class Normalizer:
                     if v.startswith(b'{"event_'):
                         fmt = "hub"
                     elif v[:2] == b'{"':
-                        fmt = first_key.get(v[2:v.find(b'"', 2)]) or _detect(v)
+                        fmt = first_key.get(v[2:v.find(b'"', 2)]) or detect_format(v)
                     else:
-                        fmt = _detect(v)
+                        fmt = detect_format(v)
                 if mapped and self._needs_mapping(m, fmt):
                     rest.append((m, "mapped:" + str(fmt)))
                 elif fmt == "hub":
@@ -809,7 +809,7 @@ _TAG_KEYS = {"hub": b'"event_type"', "base": b'"eventType"'}
 _TAG_FIELDS = ("event_type", "eventType", "")
 
 
-def _detect(v: bytes) -> str | None:
+def detect_format(v: bytes) -> str | None:
     """Wire format of one message from its first JSON key (or first byte for protobuf)."""
     if not v:
         return None
@@ -1411,6 +1411,6 @@ def reason_code(dead_letter: DeadLetter) -> str:
 
 
 __all__ = [
-    "NormalizedBatch", "Normalizer", "REASON_CODES", "GENAI_ATTRIBUTES", "SOURCE_ALIASES", "epoch_to_ms",
+    "NormalizedBatch", "Normalizer", "REASON_CODES", "detect_format", "GENAI_ATTRIBUTES", "SOURCE_ALIASES", "epoch_to_ms",
     "explain", "parse_unit", "reason_code", "EVENT_TYPES",
 ]

@@ -30,9 +30,11 @@ class RawBatch:
 
     shard: str
     messages: list[RawMessage]
-    # Set on the last batch of a finite input, and on idle ticks from a tailing source.
+    # Set on the last batch of a finite input.
     final: bool = False
-    idle: bool = False
+    # On idle ticks from a tailing source: how long it has had no messages. The source measures
+    # it (not the shard state), so a restart does not count its own downtime as idleness.
+    idle_ms: int = 0
 
 
 @dataclass
@@ -55,7 +57,6 @@ class ShardState:
     def __init__(self, dedup_window_ms: int, dedup_max_entries: int, allowed_lateness_ms: int) -> None:
         self.dedup = Deduplicator(dedup_window_ms, dedup_max_entries)
         self.windows = WindowAggregator(allowed_lateness_ms)
-        self.last_input_ms = 0
         # Numbers this shard's duplicates, so their dead letters have a stable, distinct key.
         self.duplicates_seen = 0
 
@@ -65,7 +66,6 @@ def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_clo
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     out = ShardOutput(batch.shard, final=batch.final)
     if batch.messages:
-        state.last_input_ms = now_ms
         out.produced_ms = np.fromiter((m.timestamp_ms for m in batch.messages), dtype=np.int64, count=len(batch.messages))
         normalized = normalizer.normalize_batch(batch.messages, now_ms=now_ms)
         out.dead_letters = normalized.dead_letters
@@ -89,7 +89,7 @@ def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_clo
                  by_name["model"][e.index], batch.shard, now_ms]
                 for e in late
             ]
-    if batch.final or (batch.idle and state.windows.open and now_ms - state.last_input_ms >= idle_close_ms):
+    if batch.final or (batch.idle_ms and batch.idle_ms >= idle_close_ms):
         out.windows = state.windows.close_all()
     else:
         out.windows = state.windows.close_ready()

@@ -12,8 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import random
+from bisect import bisect
+from itertools import accumulate
+
 import msgspec
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ MIX = (
     ("request_hub", 0.60), ("request_otlp", 0.06), ("telemetry_base", 0.06), ("cost", 0.11),
     ("policy", 0.07), ("security", 0.05), ("governance", 0.03), ("registry", 0.02),
 )
+_MODEL_CUM = list(accumulate(m.weight for m in MODELS))
 _BAD_KINDS = ("truncated", "unknown_type", "negative_tokens", "missing_model", "future_time", "not_utf8",
               "json_array", "bad_severity")
 
@@ -81,72 +85,66 @@ def generate(n: int, seed: int, start_ms: int, rate_per_s: float, *, bad_fractio
 
 
 class _Generator:
+    # random.Random, not numpy: these are scalar draws, where numpy's per-call cost dominates.
     def __init__(self, seed: int, start_ms: int, rate_per_s: float) -> None:
-        self.rng = np.random.default_rng(seed)
+        self.rng = random.Random(seed)
         self.start_ms = start_ms
         self.step_ms = 1000.0 / rate_per_s if rate_per_s > 0 else 0.0
         self.recent: list[tuple[str, _Model, str, int, int, int, str]] = []  # requests cost events follow
 
     def run(self, n: int, bad_fraction: float, duplicate_fraction: float) -> list[bytes]:
         rng = self.rng
-        kinds = rng.choice(len(MIX), size=n, p=np.array([w for _, w in MIX]) / sum(w for _, w in MIX))
-        special = rng.random(n)
-        # Event time: steady rate, a little jitter, a few events arriving minutes late.
-        times = self.start_ms + np.arange(n) * self.step_ms + rng.normal(0.0, 150.0, n)
-        late = rng.random(n) < 0.004
-        times = np.where(late, times - rng.uniform(30_000, 180_000, n), times).astype(np.int64)
-        models = rng.choice(len(MODELS), size=n, p=np.array([m.weight for m in MODELS]))
-        teams = rng.integers(0, len(TEAMS), n)
+        kinds = [k for k, _ in MIX]
+        kind_cum = list(accumulate(w for _, w in MIX))
+        model_cum = list(accumulate(m.weight for m in MODELS))
         out: list[bytes] = []
         for i in range(n):
-            r = special[i]
+            # Event time: steady rate, a little jitter, a few events arriving minutes late.
+            t = int(self.start_ms + i * self.step_ms + rng.gauss(0.0, 150.0))
+            if rng.random() < 0.004:
+                t -= int(rng.uniform(30_000, 180_000))
+            r = rng.random()
             if r < duplicate_fraction and out:
-                out.append(out[int(rng.integers(max(0, len(out) - 2000), len(out)))])
+                out.append(out[rng.randrange(max(0, len(out) - 2000), len(out))])
                 continue
             if r < duplicate_fraction + bad_fraction:
-                out.append(self.bad(int(times[i])))
+                out.append(self.bad(t))
                 continue
-            kind = MIX[kinds[i]][0]
-            t = int(times[i])
-            model = MODELS[models[i]]
-            team = TEAMS[teams[i]]
+            kind = kinds[bisect(kind_cum, rng.random() * kind_cum[-1])]
+            model = MODELS[min(bisect(model_cum, rng.random() * model_cum[-1]), len(MODELS) - 1)]
+            team = self.pick(TEAMS)
             out.append(getattr(self, kind)(t, model, team))
         return out
 
     # --- ids and shared bits ------------------------------------------------------------------------
 
     def uuid(self) -> str:
-        h = f"{int(self.rng.integers(0, 2**63)):016x}{int(self.rng.integers(0, 2**63)):016x}"
+        h = f"{self.rng.getrandbits(128):032x}"
         return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}"
 
     def hex(self, nbytes: int) -> str:
-        return "".join(f"{int(x):016x}" for x in self.rng.integers(0, 2**63, nbytes // 8))
+        return f"{self.rng.getrandbits(nbytes * 8):0{nbytes * 2}x}"
 
     def pick(self, seq: tuple):  # type: ignore[no-untyped-def]
-        return seq[int(self.rng.integers(0, len(seq)))]
+        return seq[int(self.rng.random() * len(seq))]
 
     def endpoint(self, team: str) -> str:
         return self.pick(TEAM_ENDPOINTS[team])
 
     def request_sample(self, model: _Model) -> dict:
         rng = self.rng
-        latency = float(model.latency_ms * rng.lognormal(0.0, 0.45))
-        inp = int(rng.lognormal(6.3, 0.9)) + 5
-        out = 0 if model.operation == "embeddings" else int(rng.lognormal(5.3, 0.8)) + 1
+        latency = model.latency_ms * rng.lognormvariate(0.0, 0.45)
+        inp = int(rng.lognormvariate(6.3, 0.9)) + 5
+        out = 0 if model.operation == "embeddings" else int(rng.lognormvariate(5.3, 0.8)) + 1
         cached = int(inp * rng.uniform(0.2, 0.9)) if rng.random() < 0.3 else 0
-        ttft = None if model.operation == "embeddings" else latency * float(rng.uniform(0.12, 0.4))
+        ttft = None if model.operation == "embeddings" else latency * rng.uniform(0.12, 0.4)
         error = None
         if rng.random() < 0.025:
-            u, acc = rng.random(), 0.0
-            for name, w in ERRORS:
-                acc += w
-                if u < acc:
-                    error = name
-                    break
+            error = rng.choices([e for e, _ in ERRORS], [w for _, w in ERRORS])[0]
             out = 0
             ttft = None
             if error == "timeout":
-                latency = float(30_000 * rng.uniform(1.0, 1.05))
+                latency = 30_000 * rng.uniform(1.0, 1.05)
         return {"latency": round(latency, 3), "ttft": None if ttft is None else round(ttft, 3), "in": inp,
                 "out": out, "cached": cached, "error": error}
 
@@ -158,10 +156,10 @@ class _Generator:
     def time_value(self, t: int) -> int | float | str:
         """Hub producers mostly send epoch ms; some ISO strings with offsets, epoch s or us."""
         u = self.rng.random()
-        if u < 0.85:
+        if u < 0.88:
             return t
-        if u < 0.93:
-            return _iso(t, offset_h=int(self.rng.choice((0, 1, 2, -5, 9))))
+        if u < 0.94:
+            return _iso(t, offset_h=self.pick((0, 1, 2, -5, 9)))
         if u < 0.97:
             return t / 1000.0
         return t * 1000
@@ -203,8 +201,8 @@ class _Generator:
         env = self.pick(ENVIRONMENTS)
         spans.append(_span(trace, root, "", f"POST {self.endpoint(team)}", t, t + 1500,
                            [_kv("http.route", self.endpoint(team)), _kv("http.response.status_code", 200)], False))
-        for k in range(int(self.rng.integers(1, 5))):
-            m = MODELS[int(self.rng.choice(len(MODELS), p=np.array([x.weight for x in MODELS])))]
+        for k in range(self.rng.randrange(1, 5)):
+            m = MODELS[min(bisect(_MODEL_CUM, self.rng.random() * _MODEL_CUM[-1]), len(MODELS) - 1)]
             s = self.request_sample(m)
             st = t + 5 + k * 3
             attrs = [_kv("server.address", "api." + m.provider.split(".")[0] + ".com")]
@@ -249,13 +247,13 @@ class _Generator:
             et, data = "telemetry.tokens", {"model": model.name, "provider": model.provider,
                                             "inputTokens": s["in"], "outputTokens": s["out"]}
         elif u < 0.8:
-            rpm = float(self.rng.uniform(50, 3000))
+            rpm = self.rng.uniform(50, 3000)
             et, data = "telemetry.throughput", {
                 "model": model.name, "provider": model.provider, "requestsPerSecond": f"{rpm:.1f}/min",
-                "tokensPerSecond": round(rpm / 60 * 700, 2), "concurrentRequests": int(self.rng.integers(1, 80)),
+                "tokensPerSecond": round(rpm / 60 * 700, 2), "concurrentRequests": self.rng.randrange(1, 80),
                 "windowMs": "1m"}
         elif u < 0.9:
-            total = int(self.rng.integers(200, 5000))
+            total = self.rng.randrange(200, 5000)
             et, data = "telemetry.error", {"model": model.name, "provider": model.provider,
                                            "errorType": "rate_limit_exceeded", "errorCode": "429",
                                            "failedRequests": int(total * self.rng.uniform(0.001, 0.05)),
@@ -263,16 +261,16 @@ class _Generator:
         else:
             et, data = "telemetry.performance", {
                 "model": model.name, "provider": model.provider, "windowMs": 300_000,
-                "requestCount": int(self.rng.integers(100, 10_000)),
-                "successRate": round(float(self.rng.uniform(0.95, 1.0)), 4),
+                "requestCount": self.rng.randrange(100, 10_000),
+                "successRate": round(self.rng.uniform(0.95, 1.0), 4),
                 "p95LatencyMs": round(model.latency_ms * 2.1, 1),
-                "qualityScore": round(float(self.rng.uniform(0.7, 0.95)), 3)}
+                "qualityScore": round(self.rng.uniform(0.7, 0.95), 3)}
         return self.base(et, "observatory", t, data, {"team": team, "region": self.pick(REGIONS)})
 
     def cost(self, t: int, model: _Model, team: str) -> bytes:
         u = self.rng.random()
         if u < 0.8 and self.recent:
-            trace, m, team, rt, inp, out, env = self.recent[int(self.rng.integers(0, len(self.recent)))]
+            trace, m, team, rt, inp, out, env = self.recent[self.rng.randrange(len(self.recent))]
             usd = (inp * m.in_price + out * m.out_price) / 1e6
             payload = {"model": m.name, "provider": m.provider, "input_tokens": inp, "output_tokens": out,
                        "total_cost": round(usd, 8), "currency": "USD"}
@@ -284,30 +282,30 @@ class _Generator:
                 "correlation_id": trace, "environment": env, "tags": {"team": team}, "payload": payload})
         if u < 0.9:
             return self.base("cost.api", "costops", t, {
-                "provider": model.provider, "service": "image-generation", "requestCount": int(self.rng.integers(1, 40)),
-                "totalCost": round(float(self.rng.uniform(0.01, 2.0)), 4), "currency": "USD"}, {"team": team})
+                "provider": model.provider, "service": "image-generation", "requestCount": self.rng.randrange(1, 40),
+                "totalCost": round(self.rng.uniform(0.01, 2.0), 4), "currency": "USD"}, {"team": team})
         if u < 0.97:
             return self.base("cost.resource", "costops", t, {
-                "resourceType": "gpu", "resourceId": f"gpu-node-{int(self.rng.integers(1, 12))}",
+                "resourceType": "gpu", "resourceId": f"gpu-node-{self.rng.randrange(1, 12)}",
                 "model": "llama-3.1-70b-instruct", "durationMs": "1h", "gpuCount": 8, "memoryBytes": "640GB",
-                "utilization": round(float(self.rng.uniform(0.3, 0.95)), 3),
-                "totalCost": round(float(self.rng.uniform(20, 40)), 2)}, {"team": team})
-        limit = float(self.rng.choice((5000.0, 10000.0, 25000.0)))
+                "utilization": round(self.rng.uniform(0.3, 0.95), 3),
+                "totalCost": round(self.rng.uniform(20, 40), 2)}, {"team": team})
+        limit = self.pick((5000.0, 10000.0, 25000.0))
         return self.base("cost.budget", "costops", t, {
             "budgetId": f"budget-{team}", "budgetName": f"{team} monthly", "scope": team, "period": "monthly",
-            "limit": limit, "spent": round(limit * float(self.rng.uniform(0.8, 1.05)), 2), "threshold": 0.8},
+            "limit": limit, "spent": round(limit * self.rng.uniform(0.8, 1.05), 2), "threshold": 0.8},
             {"team": team, "severity": "high"})
 
     def policy(self, t: int, model: _Model, team: str) -> bytes:
         u = self.rng.random()
         pid, pname, ptype = self.pick(POLICIES)
-        user = f"user-{int(self.rng.integers(1, 500))}"
+        user = f"user-{self.rng.randrange(1, 500)}"
         if u < 0.72:
             denied = self.rng.random() < 0.04
             return self.base("policy.evaluated", "policy-engine", t, {
                 "evaluationId": f"eval-{self.hex(8)}", "policyId": pid, "policyName": pname, "model": model.name,
                 "userId": user, "decision": "denied" if denied else "allowed",
-                "evaluationMs": round(float(self.rng.lognormal(1.0, 0.5)), 3), "rulesEvaluated": 12},
+                "evaluationMs": round(self.rng.lognormvariate(1.0, 0.5), 3), "rulesEvaluated": 12},
                 {"team": team})
         if u < 0.85:
             return self.base("violation.detected", "policy-engine", t, {
@@ -317,7 +315,7 @@ class _Generator:
         if u < 0.95:
             return self.base("compliance.verified", "policy-engine", t, {
                 "policyId": pid, "assetId": model.name, "framework": self.pick(FRAMEWORKS),
-                "complianceRate": round(float(self.rng.uniform(0.9, 1.0)), 4)}, {"team": team})
+                "complianceRate": round(self.rng.uniform(0.9, 1.0), 4)}, {"team": team})
         if u < 0.98:
             return self.base("policy.updated", "policy-engine", t, {
                 "policyId": pid, "policyName": pname, "changeType": "updated", "enforcementMode": "active",
@@ -327,17 +325,17 @@ class _Generator:
 
     def security(self, t: int, model: _Model, team: str) -> bytes:
         u = self.rng.random()
-        ip = f"203.0.113.{int(self.rng.integers(1, 255))}"
+        ip = f"203.0.113.{self.rng.randrange(1, 255)}"
         if u < 0.4:
             return self.base("security.threat", "sentinel", t, {
                 "threatId": f"thr-{self.hex(4)}", "threatType": self.pick(THREATS), "model": model.name,
-                "assetId": model.name, "sourceIp": ip, "confidence": round(float(self.rng.uniform(0.5, 1.0)), 3),
+                "assetId": model.name, "sourceIp": ip, "confidence": round(self.rng.uniform(0.5, 1.0), 3),
                 "actionTaken": "blocked", "severity": self.pick(("medium", "high", "critical"))}, {"team": team})
         if u < 0.75:
             ok = self.rng.random() < 0.93
             return self.base("security.auth", "sentinel", t, {
                 "kind": "authentication", "outcome": "success" if ok else "failure", "method": "api_key",
-                "userId": f"user-{int(self.rng.integers(1, 500))}", "sourceIp": ip,
+                "userId": f"user-{self.rng.randrange(1, 500)}", "sourceIp": ip,
                 **({} if ok else {"reason": "invalid api key", "severity": "low"})}, {"team": team})
         if u < 0.9:
             return self.base("security.privacy", "sentinel", t, {
@@ -355,12 +353,12 @@ class _Generator:
         u = self.rng.random()
         if u < 0.45:
             et, payload = "governance.compliance", {
-                "framework": self.pick(FRAMEWORKS), "passed": bool(self.rng.random() < 0.9),
-                "control_id": f"C-{int(self.rng.integers(1, 40))}", "asset_id": model.name,
-                "score": round(float(self.rng.uniform(0.6, 1.0)), 3)}
+                "framework": self.pick(FRAMEWORKS), "passed": self.rng.random() < 0.9,
+                "control_id": f"C-{self.rng.randrange(1, 40)}", "asset_id": model.name,
+                "score": round(self.rng.uniform(0.6, 1.0), 3)}
         elif u < 0.75:
             et, payload = "governance.audit", {
-                "actor": f"user-{int(self.rng.integers(1, 500))}", "action": "export_report",
+                "actor": f"user-{self.rng.randrange(1, 500)}", "action": "export_report",
                 "resource_type": "dashboard", "resource_id": "compliance-weekly", "outcome": "success"}
         elif u < 0.9:
             pid, pname, ptype = self.pick(POLICIES)
@@ -370,8 +368,8 @@ class _Generator:
         else:
             et, payload = "governance.lineage", {
                 "source_asset_id": "dataset-support-tickets-2024", "target_asset_id": f"{model.name}-ft",
-                "operation": "fine_tune", "records": int(self.rng.integers(10_000, 500_000)),
-                "size_bytes": int(self.rng.integers(10**8, 10**10)), "contains_pii": False}
+                "operation": "fine_tune", "records": self.rng.randrange(10_000, 500_000),
+                "size_bytes": self.rng.randrange(10**8, 10**10), "contains_pii": False}
         return _enc.encode({"event_id": self.uuid(), "event_type": et, "event_time": t, "source": "governance",
                             "tags": {"team": team}, "payload": payload})
 
@@ -414,7 +412,7 @@ class _Generator:
         if kind == "unknown_type":
             obj["event_type"] = "telemetry.bogus"
         elif kind == "negative_tokens":
-            obj["payload"]["input_tokens"] = -int(self.rng.integers(1, 500))
+            obj["payload"]["input_tokens"] = -self.rng.randrange(1, 500)
         elif kind == "missing_model":
             del obj["payload"]["model"]
         elif kind == "future_time":

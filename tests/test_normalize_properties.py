@@ -104,3 +104,34 @@ def test_valid_messages_with_one_field_replaced_never_crash(value: bytes, data: 
 @given(st.sampled_from(VALID), st.integers(min_value=0, max_value=2000))
 def test_truncated_messages_never_crash(value: bytes, cut: int) -> None:
     check(STRICT, value[:cut])
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_arbitrary_protobuf_looking_bytes_never_crash(tail: bytes) -> None:
+    check(STRICT, b"\x0a" + tail)
+
+
+attribute_values = (st.text(max_size=20) | st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.booleans()
+                    | st.floats(allow_nan=False, allow_infinity=False) | st.lists(st.text(max_size=5), max_size=3))
+attribute_keys = st.sampled_from(sorted(CURRENT_ATTRIBUTES) + [
+    "gen_ai.system", "llm.model_name", "gen_ai.usage.prompt_tokens", "llm.usage.total_tokens", "error.type",
+    "gen_ai.server.time_to_first_token", "deployment.environment.name", "x"])
+
+
+@FAST
+@given(st.dictionaries(attribute_keys, attribute_values, max_size=8),
+       st.integers(min_value=-(2**63), max_value=2**63 - 1), st.integers(min_value=0, max_value=2**64 - 1),
+       st.booleans())
+def test_arbitrary_span_attributes_and_times_never_crash(attrs: dict, start: int, end: int, proto: bool) -> None:
+    from tests.fixtures_events import otlp_proto_message
+
+    span = otlp_span(attrs, start_ns=start, end_ns=end)
+    if proto:
+        if start < 0:
+            return  # fixed64 cannot hold it; the JSON path covers negative times
+        value = otlp_proto_message([span])
+    else:
+        value = otlp_json_message([span])
+    check(STRICT, value)
+    check(LENIENT, value)

@@ -24,8 +24,17 @@ def synthetic(n: int, seed: int = 3) -> list[bytes]:
 
 
 def fast_env(env: dict[str, str]) -> dict[str, str]:
-    return {**env, "HUB_WINDOWS__IDLE_CLOSE_S": "1", "HUB_RECOVERY__SNAPSHOT_INTERVAL_S": "0.5",
+    # No wall-clock window closing in these tests: a tailing worker closes windows through
+    # the watermark the `sentinel()` event moves, exactly as a bounded reference run does.
+    return {**env, "HUB_WINDOWS__IDLE_CLOSE_S": "3600", "HUB_RECOVERY__SNAPSHOT_INTERVAL_S": "0.5",
             "HUB_KAFKA__CONNECT_TIMEOUT_S": "10"}
+
+
+def sentinel() -> bytes:
+    """A registry event timed now: it feeds no metric but moves the watermark past every window."""
+    return orjson.dumps({"event_type": "asset.registered", "event_id": f"sentinel-{uuid.uuid4().hex}",
+                         "event_time": int(time.time() * 1000), "source": "registry",
+                         "payload": {"asset_id": "m-1", "asset_name": "sentinel", "version": "1.0.0"}})
 
 
 def run_reference(tmp_path, env, clickhouse_server, database: str):
@@ -71,7 +80,7 @@ def test_kafka_to_clickhouse_with_dead_letter_topic(kafka_bootstrap, tmp_path, m
 
 def test_sigkill_and_restart_gives_the_same_results(kafka_bootstrap, tmp_path, clickhouse_server):
     env = topic_env(kafka_bootstrap, partitions=2)
-    messages = synthetic(120_000)
+    messages = synthetic(120_000) + [sentinel(), sentinel()]
     produce(kafka_bootstrap, env["HUB_KAFKA__TOPICS__TELEMETRY"], messages, partitions=2)
     server, reference = run_reference(tmp_path, env, clickhouse_server, "reference")
     expected = store_digest(reference)
@@ -87,11 +96,52 @@ def test_sigkill_and_restart_gives_the_same_results(kafka_bootstrap, tmp_path, c
     first.kill()
     mid = query(settings, "SELECT count() FROM events FINAL")[0][0]
     assert mid < expected["events"][0][0], "killed too late to test recovery"
-    second = HubProcess(args, worker_env, log).start()
+    from clickhouse_server import free_port
+
+    metrics_port = free_port()
+    second = HubProcess(args, {**worker_env, "HUB_METRICS__PORT": str(metrics_port)}, log).start()
     try:
         wait_for(lambda: store_digest(settings) == expected, 180, "the restarted worker to match the clean run", 1.0)
+        # It resumed from the snapshot rather than re-reading the topics from the start.
+        resumed = scrape(metrics_port, "hub_events_total")
+        assert 0 < resumed < len(messages) - mid // 2, resumed
     finally:
         second.stop()
+
+
+def scrape(port: int, name: str) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_clickhouse_outage_loses_nothing(kafka_bootstrap, tmp_path, clickhouse_server):
+    env = topic_env(kafka_bootstrap)
+    topic = env["HUB_KAFKA__TOPICS__TELEMETRY"]
+    messages = synthetic(30_000, seed=5)
+    server = clickhouse_server.start(tmp_path / "ch")
+    settings = http_settings(server.port, "outage")
+    log = tmp_path / "outage.log"
+    worker = HubProcess(["--clickhouse", f"http://127.0.0.1:{server.port}"],
+                        {**fast_env(env), "HUB_CLICKHOUSE__DATABASE": "outage"}, log).start()
+    try:
+        produce(kafka_bootstrap, topic, messages[:15_000])
+        wait_for(lambda: _has_events_table(settings) and query(settings, "SELECT count() FROM events")[0][0] > 0,
+                 120, "the first events to be stored")
+        clickhouse_server.stop(server)
+        produce(kafka_bootstrap, topic, messages[15_000:] + [sentinel()])
+        wait_for(lambda: "ClickHouse unavailable" in log.read_text(), 60, "the worker to notice the outage")
+        server = clickhouse_server.start(server.data_dir, port=server.port)
+        wait_for(lambda: "writing resumed" in log.read_text(), 60, "the worker to resume writing")
+        # A clean run over the same topic into another database is the expected result.
+        reference = HubProcess(["--until-end", "--clickhouse", f"http://127.0.0.1:{server.port}"],
+                               {**fast_env(env), "HUB_CLICKHOUSE__DATABASE": "clean"}, tmp_path / "clean.log").start()
+        assert reference.wait(240) == 0
+        expected = store_digest(http_settings(server.port, "clean"))
+        wait_for(lambda: store_digest(settings) == expected, 120, "the worker to catch up after the outage", 1.0)
+    finally:
+        worker.stop()
 
 
 def _has_events_table(settings) -> bool:
