@@ -23,14 +23,39 @@ WINDOW_MS = 60_000
 
 @dataclass
 class Partial:
-    """Running summary of one series in one open window."""
+    """Running summary of one series in one open window.
+
+    The histogram is kept as per-batch (bucket, count) array chunks and merged when the window
+    closes (or when chunks pile up): folding a batch then costs a Python step per series, not
+    per histogram bucket.
+    """
 
     count: int = 0
     sum: float = 0.0
     min: float = float("inf")
     max: float = float("-inf")
     sumsq: float = 0.0
-    hist: dict[int, int] = field(default_factory=dict)
+    chunks: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def add_hist(self, buckets: np.ndarray, counts: np.ndarray) -> None:
+        self.chunks.append((buckets, counts))
+        if len(self.chunks) > MAX_CHUNKS:
+            self.chunks = [self._merged()]
+
+    def _merged(self) -> tuple[np.ndarray, np.ndarray]:
+        buckets = np.concatenate([b for b, _ in self.chunks])
+        counts = np.concatenate([c for _, c in self.chunks])
+        keys, inverse = np.unique(buckets, return_inverse=True)
+        return keys, np.bincount(inverse, weights=counts, minlength=len(keys)).astype(np.int64)
+
+    def hist(self) -> dict[int, int]:
+        if not self.chunks:
+            return {}
+        keys, counts = self._merged()
+        return dict(zip(keys.tolist(), counts.tolist()))
+
+
+MAX_CHUNKS = 32
 
 
 @dataclass(frozen=True)
@@ -88,48 +113,58 @@ class WindowAggregator:
         dim_ids: dict[tuple[str, str, str], int] = {}
         dim_of = np.fromiter((dim_ids.setdefault(d, len(dim_ids)) for d in dims), dtype=np.int64, count=n)
         dim_list = list(dim_ids)
-        on_time = ~late_mask
         base = int(starts.min())
         slot = (starts - base) // self.window_ms
         nslots = int(slot.max()) + 1
+        # One pass over all metrics: key = (metric, dims, window slot).
+        keys, values = [], []
+        names = []
         for metric in metrics:
             vals = np.asarray(metric.values, dtype=np.float64)
-            use = on_time & ~np.isnan(vals)
-            if not use.any():
-                continue
-            v = vals[use]
-            key = dim_of[use] * nslots + slot[use]
-            groups, inverse = np.unique(key, return_inverse=True)
-            g = len(groups)
-            counts = np.bincount(inverse, minlength=g)
-            sums = np.bincount(inverse, weights=v, minlength=g)
-            sumsq = np.bincount(inverse, weights=v * v, minlength=g)
-            mins = np.full(g, np.inf)
-            np.minimum.at(mins, inverse, v)
-            maxs = np.full(g, -np.inf)
-            np.maximum.at(maxs, inverse, v)
-            buckets = sketch.bucket_indices(v)
-            pair = inverse.astype(np.int64) * (2**33) + (buckets - sketch.ZERO_BUCKET)
-            pairs, pair_counts = np.unique(pair, return_counts=True)
-            pair_group = pairs // (2**33)
-            pair_bucket = pairs % (2**33) + sketch.ZERO_BUCKET
-            for gi in range(g):
-                k = int(groups[gi])
-                model, endpoint, team = dim_list[k // nslots]
-                wkey = (SeriesKey(metric.name, model, endpoint, team), base + (k % nslots) * self.window_ms)
-                p = self.open.get(wkey)
-                if p is None:
-                    p = self.open[wkey] = Partial()
-                p.count += int(counts[gi])
-                p.sum += float(sums[gi])
-                p.sumsq += float(sumsq[gi])
-                p.min = min(p.min, float(mins[gi]))
-                p.max = max(p.max, float(maxs[gi]))
-            for gi, b, c in zip(pair_group.tolist(), pair_bucket.tolist(), pair_counts.tolist()):
-                k = int(groups[gi])
-                model, endpoint, team = dim_list[k // nslots]
-                hist = self.open[(SeriesKey(metric.name, model, endpoint, team), base + (k % nslots) * self.window_ms)].hist
-                hist[b] = hist.get(b, 0) + c
+            use = ~late_mask & ~np.isnan(vals)
+            if use.any():
+                names.append(metric.name)
+                keys.append(((len(names) - 1) * len(dim_list) + dim_of[use]) * nslots + slot[use])
+                values.append(vals[use])
+        if not keys:
+            return late
+        key = np.concatenate(keys)
+        v = np.concatenate(values)
+        order = np.argsort(key, kind="stable")
+        key, v = key[order], v[order]
+        bounds = np.flatnonzero(np.diff(key)) + 1
+        starts_idx = np.concatenate(([0], bounds))
+        counts = np.diff(np.concatenate((starts_idx, [len(key)])))
+        sums = np.add.reduceat(v, starts_idx)
+        sumsq = np.add.reduceat(v * v, starts_idx)
+        mins = np.minimum.reduceat(v, starts_idx)
+        maxs = np.maximum.reduceat(v, starts_idx)
+        group_of = np.repeat(np.arange(len(starts_idx)), counts)
+        buckets = sketch.bucket_indices(v)
+        pair = group_of * (2**33) + (buckets - sketch.ZERO_BUCKET)
+        pairs, pair_counts = np.unique(pair, return_counts=True)
+        pair_group = pairs // (2**33)
+        pair_bucket = pairs % (2**33) + sketch.ZERO_BUCKET
+        pair_bounds = np.searchsorted(pair_group, np.arange(len(starts_idx) + 1))
+        ndims = len(dim_list)
+        for gi, (k, c, s_, sq, lo, hi) in enumerate(zip(key[starts_idx].tolist(), counts.tolist(), sums.tolist(),
+                                                         sumsq.tolist(), mins.tolist(), maxs.tolist())):
+            rest, window_slot = divmod(k, nslots)
+            metric_i, dim_i = divmod(rest, ndims)
+            model, endpoint, team = dim_list[dim_i]
+            wkey = (SeriesKey(names[metric_i], model, endpoint, team), base + window_slot * self.window_ms)
+            p = self.open.get(wkey)
+            if p is None:
+                p = self.open[wkey] = Partial()
+            p.count += c
+            p.sum += s_
+            p.sumsq += sq
+            if lo < p.min:
+                p.min = lo
+            if hi > p.max:
+                p.max = hi
+            a, b = pair_bounds[gi], pair_bounds[gi + 1]
+            p.add_hist(pair_bucket[a:b], pair_counts[a:b])
         return late
 
     def close_ready(self) -> list[WindowMetric]:
@@ -150,5 +185,5 @@ class WindowAggregator:
             p = self.open.pop(key)
             out.append(WindowMetric(series=key[0], window_start_ms=key[1], window_ms=self.window_ms,
                                     count=p.count, sum=p.sum, min=p.min, max=p.max, sumsq=p.sumsq,
-                                    hist=dict(sorted(p.hist.items()))))
+                                    hist=p.hist()))
         return out

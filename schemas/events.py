@@ -33,6 +33,7 @@ SOURCE_MODULES: tuple[str, ...] = typing.get_args(SourceModule)
 # (warning -> medium, error -> high, fatal -> critical); see SEVERITY_ALIASES.
 Severity = Literal["debug", "info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[str, ...] = typing.get_args(Severity)
+# For consumers that compare severities (alert thresholds): higher rank = more severe.
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
 SEVERITY_ALIASES: dict[str, str] = {
     **{s: s for s in SEVERITIES},
@@ -622,7 +623,3 @@ UNIT_FIELDS: dict[type[msgspec.Struct], dict[str, str]] = {
     cls: f for cls in (*PAYLOAD_TYPES, LatencyBreakdown) if (f := _unit_fields(cls))
 }
 
-
-def payload_source(payload: Any) -> str:
-    """Source module a payload belongs to."""
-    return type(payload).SOURCE

@@ -16,6 +16,8 @@ from schemas.events import EVENT_TYPES, PAYLOAD_TYPES
 from schemas.wire import BaseMessage, HubMessage, OtlpTraces
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
+# Where the repository keeps the exported copies (shipped as package data, linked from README).
+PACKAGED_DIR = Path(__file__).with_name("json")
 
 # file name -> (title, description, type)
 SCHEMAS: dict[str, tuple[str, str, Any]] = {

@@ -241,6 +241,3 @@ class OtlpTraces(msgspec.Struct, gc=False):
 
     resourceSpans: list[ResourceSpans]
 
-
-# Wire format names, as used in config (`wire_format`) and in the exported schema file names.
-WIRE_FORMATS: tuple[str, ...] = ("hub", "base", "otlp_json", "otlp_proto")

@@ -277,8 +277,7 @@ def _b64(b: bytes) -> str:
 
 
 def expected_span_payload(attributes: dict[str, Any]) -> LlmRequest:
-    """The LlmRequest the example span attributes must normalize to."""
-    legacy = "llm.model_name" in attributes
+    """The LlmRequest that one of the example attribute sets above must normalize to."""
     return LlmRequest(
         model="gpt-4o", latency_ms=812.5, provider="openai",
         operation=attributes.get("gen_ai.operation.name", attributes.get("llm.request.type", "")),
@@ -288,7 +287,7 @@ def expected_span_payload(attributes: dict[str, Any]) -> LlmRequest:
         finish_reason="stop" if ("gen_ai.response.finish_reasons" in attributes
                                  or "llm.response.finish_reason" in attributes) else "",
         span_name="chat gpt-4o",
-    ) if legacy or "gen_ai.request.model" in attributes else LlmRequest(model="", latency_ms=0.0)
+    )
 
 
 def raw(value: bytes, topic: str = "fixtures", offset: int = 0) -> RawMessage:

@@ -111,10 +111,10 @@ def store_digest(settings: ClickHouseSettings) -> dict[str, Any]:
         "events_by_model": "SELECT model, source, count() FROM events FINAL GROUP BY model, source ORDER BY model, source",
         "dead_letters": "SELECT code, count() FROM dead_letters FINAL GROUP BY code ORDER BY code",
         "late": "SELECT count() FROM late_events FINAL",
-        "metrics_1m": "SELECT metric, model, endpoint, team, window_start, sum(count), round(sum(sum), 6), min(min), max(max), "
+        "metrics_1m": "SELECT metric, model, endpoint, team, window_start, sum(count), round(sum(sum), 3), min(min), max(max), "
                       "toString(sumMap(hist)) FROM metrics_1m FINAL GROUP BY metric, model, endpoint, team, window_start "
                       "ORDER BY metric, model, endpoint, team, window_start",
-        "metrics_1h": "SELECT metric, model, window_start, count, round(sum, 6), round(p50, 6), round(p99, 6) FROM metrics_1h_stats "
+        "metrics_1h": "SELECT metric, model, window_start, count, round(sum, 3), round(p50, 6), round(p99, 6) FROM metrics_1h_stats "
                       "ORDER BY metric, model, endpoint, team, window_start",
         "composite_1d": "SELECT model, window_start, requests, errors, round(cost_usd, 6) FROM composite_1d ORDER BY model, window_start",
     }

@@ -9,7 +9,7 @@ import pytest
 
 from operators.normalize import Normalizer
 from schemas.events import EVENT_CLASSES, EVENT_TYPES, SOURCE_MODULES, Event, LlmRequest, new_event
-from schemas.jsonschema import export_json_schemas
+from schemas.jsonschema import PACKAGED_DIR, export_json_schemas
 from schemas.wire import BaseMessage, HubMessage
 from tests.fixtures_events import (
     CURRENT_ATTRIBUTES,
@@ -143,3 +143,11 @@ def test_wire_decoders_accept_the_fixtures_directly() -> None:
     for t in PAYLOADS:
         assert hub.decode(hub_message(t)).event_type == t
         assert type(base.decode(base_message(t))).__name__.startswith("Base")
+
+
+def test_packaged_json_schemas_are_up_to_date(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    fresh = export_json_schemas(tmp_path)
+    for path in fresh:
+        packaged = PACKAGED_DIR / path.name
+        assert packaged.exists(), f"run: python -c 'from schemas.jsonschema import *; export_json_schemas(PACKAGED_DIR)'"
+        assert packaged.read_text() == path.read_text(), f"{packaged} is stale; re-export the schemas"
