@@ -1,12 +1,11 @@
-"""ClickHouse (and dead-letter topic) output of the flow, written by a background thread.
+"""ClickHouse (and Kafka dead-letter / alerts topic) output of the flow, on a writer thread.
 
 Inserts run on their own thread so decoding the next batch overlaps the insert (the engine and
-the HTTP client work outside the GIL). Raw events, dead letters, late events and closed windows
-are buffered and inserted at >= insert_batch_rows rows or >= insert_max_delay_s, whichever
-first; windows already stored (a replay) are skipped. `snapshot()`
-blocks until everything handed over is durable, so a Bytewax snapshot never claims offsets
-whose results are still in memory. A ClickHouse outage stalls the writer (retrying with
-backoff) and, through the bounded queue, the flow — nothing is dropped.
+the HTTP client work outside the GIL). Rows are buffered per table and inserted at
+>= insert_batch_rows rows or >= insert_max_delay_s, whichever first; windows already stored (a
+replay) are skipped. `snapshot()` blocks until everything handed over is durable, so a Bytewax
+snapshot never claims offsets whose results are still in memory. A ClickHouse outage stalls the
+writer (retrying with backoff) and, through the bounded queue, the flow: nothing is dropped.
 """
 from __future__ import annotations
 
@@ -15,24 +14,31 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import orjson
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from config.settings import HubConfig, kafka_client_config
-from connectors.clickhouse import connect, first_line, insert_new_windows
 from connectors import worker_metrics as telemetry
+from connectors.clickhouse import connect, first_line, insert_new_windows
+from operators.detection import DetectionOutput
 from operators.event_columns import EVENT_COLUMNS
 from operators.shard import LATE_COLUMNS, ShardOutput
+from schemas.incidents import (ANOMALY_COLUMNS, EDGE_COLUMNS, INCIDENT_COLUMNS, alert_json, anomaly_row, edge_row,
+                               incident_row)
 from schemas.metrics import window_rows
 from schemas.raw import DeadLetter
 
 EVENT_NAMES = [n for n, _ in EVENT_COLUMNS]
 EVENT_TYPES = [t for _, t in EVENT_COLUMNS]
 DEAD_LETTER_COLUMNS = ["ingest_time", "topic", "partition", "offset", "source", "code", "reason", "field", "event_id", "raw"]
+ROW_TABLES = {"dead_letters": DEAD_LETTER_COLUMNS, "late_events": LATE_COLUMNS, "anomalies": list(ANOMALY_COLUMNS),
+              "incidents": list(INCIDENT_COLUMNS), "incident_edges": list(EDGE_COLUMNS)}
 MAX_BACKOFF_S = 10.0
-FLUSH = object()
 
 
 def dead_letter_row(d: DeadLetter) -> list:
@@ -40,7 +46,52 @@ def dead_letter_row(d: DeadLetter) -> list:
             d.event_id, d.raw.decode("utf-8", "backslashreplace")]
 
 
-class _Writer(StatefulSinkPartition[ShardOutput, None]):
+def dead_letter_record(d: DeadLetter) -> bytes:
+    return orjson.dumps({"reason": d.reason, "code": d.code, "field": d.field, "topic": d.topic,
+                         "partition": d.partition, "offset": d.offset, "source": d.source, "event_id": d.event_id,
+                         "ingest_time_ms": d.ingest_time_ms, "raw_b64": base64.b64encode(d.raw).decode()})
+
+
+class _Buffers:
+    """Rows waiting for the next insert, per table."""
+
+    def __init__(self) -> None:
+        self.events: list[list] = [[] for _ in EVENT_NAMES]
+        self.event_rows = 0
+        self.rows: dict[str, list] = {t: [] for t in ROW_TABLES}
+        self.windows: list[list] = []
+        self.produced: list[np.ndarray] = []
+        self.since = 0.0
+
+    def add(self, out: ShardOutput | DetectionOutput) -> None:
+        if not self.since:
+            self.since = time.monotonic()
+        if isinstance(out, DetectionOutput):
+            self.rows["anomalies"] += [anomaly_row(a) for a in out.anomalies]
+            for incident in out.incidents:
+                self.rows["incidents"].append(incident_row(incident))
+                self.rows["incident_edges"] += [edge_row(e) for e in incident.edges]
+            return
+        if out.event_columns is not None:
+            for col, values in zip(self.events, out.event_columns):
+                col.extend(values)
+            self.event_rows += out.events
+        if out.produced_ms is not None:
+            self.produced.append(out.produced_ms)
+        self.rows["dead_letters"] += [dead_letter_row(d) for d in out.dead_letters]
+        self.rows["late_events"] += out.late_rows
+        if out.windows:
+            self.windows += window_rows(out.windows)
+            telemetry.WINDOWS.inc(len(out.windows))
+
+    def size(self) -> int:
+        return max(self.event_rows, *(len(r) for r in self.rows.values()), len(self.windows))
+
+    def empty(self) -> bool:
+        return self.size() == 0
+
+
+class _Writer(StatefulSinkPartition[Any, None]):
     def __init__(self, cfg: HubConfig) -> None:
         self.cfg = cfg
         self.client = connect(cfg.clickhouse)
@@ -51,15 +102,12 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
             self.producer = Producer({**kafka_client_config(cfg), "linger.ms": "50", "compression.type": "lz4"})
         self.queue: queue.Queue = queue.Queue(maxsize=64)
         self.failure: BaseException | None = None
-        self.idle = threading.Event()
-        self.idle.set()
         self.thread = threading.Thread(target=self._run, name="clickhouse-writer", daemon=True)
         self.thread.start()
 
     # -- flow side -------------------------------------------------------------------------
-    def write_batch(self, values: list[ShardOutput]) -> None:
+    def write_batch(self, values: list[ShardOutput | DetectionOutput]) -> None:
         self._raise_failure()
-        self.idle.clear()
         self.queue.put(values)
 
     def snapshot(self) -> None:
@@ -67,9 +115,8 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
         return None
 
     def flush(self) -> None:
-        self._raise_failure()
         done = threading.Event()
-        self.queue.put((FLUSH, done))
+        self.queue.put(done)
         while not done.wait(0.5):
             self._raise_failure()
         self._raise_failure()
@@ -86,70 +133,48 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
 
     # -- writer thread ---------------------------------------------------------------------
     def _run(self) -> None:
-        events: list[list] = [[] for _ in EVENT_NAMES]
-        dead: list[list] = []
-        late: list[list] = []
-        windows: list[list] = []
-        produced: list = []
-        pending = 0
-        oldest = 0.0
-        max_rows = self.cfg.clickhouse.insert_batch_rows
-        max_delay = self.cfg.clickhouse.insert_max_delay_s
+        buf = _Buffers()
+        limit, delay = self.cfg.clickhouse.insert_batch_rows, self.cfg.clickhouse.insert_max_delay_s
         try:
             while True:
                 try:
-                    item = self.queue.get(timeout=max_delay / 2)
+                    item = self.queue.get(timeout=delay / 2)
                 except queue.Empty:
-                    item = ()
+                    item = []
                 if item is None:
-                    self._flush_buffers(events, dead, late, windows)
                     return
-                force = isinstance(item, tuple) and len(item) == 2 and item[0] is FLUSH
-                if not force:
-                    for out in item:
-                        if out.event_columns is not None:
-                            for col, values in zip(events, out.event_columns):
-                                col.extend(values)
-                            pending += out.events
-                        if out.produced_ms is not None:
-                            produced.append(out.produced_ms)
-                        if out.dead_letters:
-                            dead.extend(dead_letter_row(d) for d in out.dead_letters)
-                            self._produce_dead_letters(out.dead_letters)
-                        late.extend(out.late_rows)
-                        if out.windows:
-                            windows.extend(window_rows(out.windows))
-                            telemetry.WINDOWS.inc(len(out.windows))
-                        if pending and not oldest:
-                            oldest = time.monotonic()
-                if force or pending >= max_rows or len(dead) >= max_rows or (
-                        oldest and time.monotonic() - oldest >= max_delay) or (not pending and (dead or late or windows)):
-                    self._flush_buffers(events, dead, late, windows)
-                    done_ms = int(time.time() * 1000)
-                    for stamps in produced:
-                        telemetry.LATENCY_SAMPLE.record(stamps, done_ms)
-                    events = [[] for _ in EVENT_NAMES]
-                    dead, late, windows, produced, pending, oldest = [], [], [], [], 0, 0.0
-                if force:
+                barrier = item if isinstance(item, threading.Event) else None
+                for out in item if barrier is None else ():
+                    buf.add(out)
+                    self._produce(out)
+                due = buf.since and time.monotonic() - buf.since >= delay
+                if barrier is not None or buf.size() >= limit or (due and not buf.empty()):
+                    self._insert(buf)
+                    buf = _Buffers()
+                if barrier is not None:
                     if self.producer is not None:
                         self.producer.flush(30)
-                    item[1].set()
+                    barrier.set()
         except BaseException as exc:  # surfaced on the flow thread by _raise_failure
             self.failure = exc
 
-    def _flush_buffers(self, events: list[list], dead: list[list], late: list[list], windows: list[list]) -> None:
-        if events[0]:
-            self._retry(lambda: self.client.insert("events", events, column_names=EVENT_NAMES,
+    def _insert(self, buf: _Buffers) -> None:
+        if buf.event_rows:
+            self._retry(lambda: self.client.insert("events", buf.events, column_names=EVENT_NAMES,
                                                    column_type_names=EVENT_TYPES, column_oriented=True))
-        if dead:
-            self._retry(lambda: self.client.insert("dead_letters", dead, column_names=DEAD_LETTER_COLUMNS))
-        if late:
-            self._retry(lambda: self.client.insert("late_events", late, column_names=LATE_COLUMNS))
-        if windows:
-            self._retry(lambda: insert_new_windows(self.client, windows))
+        for table, columns in ROW_TABLES.items():
+            rows = buf.rows[table]
+            if rows:
+                self._retry(lambda t=table, r=rows, c=columns: self.client.insert(t, r, column_names=c))
+        if buf.windows:
+            self._retry(lambda: insert_new_windows(self.client, buf.windows))
+        done_ms = int(time.time() * 1000)
+        for stamps in buf.produced:
+            telemetry.LATENCY_SAMPLE.record(stamps, done_ms)
 
-    def _retry(self, action) -> None:
-        """Retry connection failures forever (outage: wait, drop nothing); other errors 3 times."""
+    def _retry(self, action: Callable[[], Any]) -> None:
+        """Connection failures: retry until the server is back (an outage drops nothing).
+        Anything else: 3 attempts, then fail the flow loudly rather than lose rows."""
         delay, attempts, warned = 0.2, 0, False
         while True:
             try:
@@ -161,33 +186,33 @@ class _Writer(StatefulSinkPartition[ShardOutput, None]):
                 if not warned:
                     print(f"hub: ClickHouse unavailable ({first_line(exc)}); retrying", file=sys.stderr, flush=True)
                     warned = True
-                telemetry.STORE_RETRIES.inc()
             except Exception:
                 attempts += 1
                 if attempts >= 3:
                     raise
-                telemetry.STORE_RETRIES.inc()
+            telemetry.STORE_RETRIES.inc()
             time.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
-    def _produce_dead_letters(self, letters: list[DeadLetter]) -> None:
+    def _produce(self, out: ShardOutput | DetectionOutput) -> None:
         if self.producer is None:
             return
-        topic = self.cfg.kafka.topics.dead_letter
-        for d in letters:
-            record = {"reason": d.reason, "code": d.code, "field": d.field, "topic": d.topic, "partition": d.partition,
-                      "offset": d.offset, "source": d.source, "event_id": d.event_id, "ingest_time_ms": d.ingest_time_ms,
-                      "raw_b64": base64.b64encode(d.raw).decode()}
+        topics = self.cfg.kafka.topics
+        if isinstance(out, DetectionOutput):
+            records = [(topics.alerts, alert_json(r)) for r in out.alerts]
+        else:
+            records = [(topics.dead_letter, dead_letter_record(d)) for d in out.dead_letters]
+        for topic, value in records:
             while True:
                 try:
-                    self.producer.produce(topic, orjson.dumps(record))
+                    self.producer.produce(topic, value)
                     break
                 except BufferError:
                     self.producer.poll(0.1)
         self.producer.poll(0)
 
 
-class ClickHouseSink(FixedPartitionedSink[ShardOutput, None]):
+class ClickHouseSink(FixedPartitionedSink[Any, None]):
     def __init__(self, cfg: HubConfig, writers: int = 1) -> None:
         self.cfg = cfg
         self.writers = writers

@@ -17,6 +17,7 @@ from config.settings import HubConfig, kafka_client_config, load_config
 from connectors import worker_metrics as metrics
 from connectors.clickhouse_sink import ClickHouseSink
 from connectors.kafka_source import KafkaBatchSource
+from operators.detection import DetectionOutput, DetectionState
 from operators.normalize import Normalizer
 from operators.shard import RawBatch, ShardOutput, ShardState, process
 
@@ -42,11 +43,21 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource) -> Dataflow:
         _count(out)
         return state, out
 
+    def detect(state: DetectionState | None, out: ShardOutput) -> tuple[DetectionState, DetectionOutput]:
+        if state is None:
+            state = DetectionState(cfg.detection)
+        return state, state.step(out.shard, out.windows, out.signals, out.final)
+
     flow = Dataflow("llm_analytics_hub")
     batches = op.input("input", flow, source)
     keyed = op.key_on("by_shard", batches, lambda b: b.shard)
     outputs = op.stateful_map("process", keyed, step)
-    op.output("clickhouse", outputs, ClickHouseSink(cfg))
+    # One detection state sees every shard's windows and signals (incidents cross assets and
+    # sources); only the small parts of a batch travel there.
+    slim = op.map("for_detection", outputs, lambda kv: ("detection", ShardOutput(
+        kv[1].shard, windows=kv[1].windows, signals=kv[1].signals, final=kv[1].final)))
+    detected = op.stateful_map("detect", slim, detect)
+    op.output("clickhouse", op.merge("to_store", outputs, detected), ClickHouseSink(cfg))
     return flow
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from schemas.events import (
+    EVENT_TYPE_OF,
     ApiCost,
     AssetDeprecated,
     AssetRegistered,
@@ -48,7 +49,6 @@ from schemas.events import (
     VersionRetired,
     ViolationDetected,
     VulnerabilityFound,
-    EVENT_TYPE_OF,
 )
 
 EVENT_COLUMNS: list[tuple[str, str]] = [

@@ -13,10 +13,12 @@ import msgspec
 import numpy as np
 
 from operators.dedup import Deduplicator
+from operators.detection import signals_from_columns
 from operators.event_columns import EVENT_COLUMNS, to_columns
 from operators.metric_extract import extract
 from operators.normalize import Normalizer
 from operators.windowing import WindowAggregator
+from schemas.incidents import Signal
 from schemas.metrics import WindowMetric
 from schemas.raw import DeadLetter, RawMessage
 
@@ -47,6 +49,8 @@ class ShardOutput:
     windows: list[WindowMetric] = field(default_factory=list)
     duplicates: int = 0
     final: bool = False
+    # Events the correlator should see (security findings, violations, budget alerts, ...).
+    signals: list[Signal] = field(default_factory=list)
     # Broker timestamps of this batch's messages (0 = unknown), for end-to-end latency.
     produced_ms: np.ndarray | None = None
 
@@ -83,6 +87,7 @@ def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_clo
             late = state.windows.add(times, dims, extract(by_name))
             out.events = len(kept)
             out.event_columns = columns
+            out.signals = signals_from_columns(by_name)
             out.late_rows = [
                 [kept[e.index].event_id, int(times[e.index]), e.window_start_ms // 1000, e.watermark_ms,
                  e.watermark_ms - (e.window_start_ms + state.windows.window_ms), by_name["source"][e.index],

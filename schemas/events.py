@@ -7,9 +7,10 @@ builds datetime objects.
 
 Validation rules that a type can say live on the types themselves, where msgspec checks them
 in C while decoding and `msgspec.json.schema` publishes them to producers:
-required = a field without default, range = `Meta(ge/le)`, format = `Meta(pattern)`,
-enum = `Literal`. Rules a type can't say (timestamps, units, aliases, cross-field checks) are
-in `operators/normalize.py`.
+required = a field without default, range = `Meta(ge/le)`, enum = `Literal`. Formats
+(semver, currency codes) are published as schema patterns but checked by the normalizer, as
+are rules a type can't say (timestamps, units, aliases, cross-field checks): see
+`operators/normalize.py`.
 
 Units are canonical here: durations in ms, sizes in bytes, money in USD, rates per second.
 Fields carrying a convertible unit say so in `Meta.extra["unit"]`; the normalizer reads that

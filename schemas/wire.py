@@ -2,9 +2,9 @@
 
 Three JSON formats (OTLP protobuf is decoded with `opentelemetry-proto`, see the normalizer):
 
-- hub envelope: the hub's own format. Common fields at the top, `event_type` selects the
-  payload Struct (a tagged union on `event_type`), units canonical (ms, bytes, per second;
-  money in the payload's `currency`).
+- hub envelope: the hub's own format and the JSON form of `schemas.events.Event`. Common
+  fields at the top, `event_type` selects the payload Struct (a tagged union on
+  `event_type`), units canonical (ms, bytes, per second; money in the payload's `currency`).
 - base event: the integration note's base event schema (`eventId`, `eventType`, `source`,
   `timestamp`, `version`, `data`, `metadata`), camelCase, `eventType` selects the `data`
   Struct. Duration, size and rate fields also accept strings with a unit ("1.2s", "512MB",
@@ -13,7 +13,7 @@ Three JSON formats (OTLP protobuf is decoded with `opentelemetry-proto`, see the
   writes it with `encoding: otlp_json`.
 
 The per-type envelope classes are generated from `schemas.events.PAYLOAD_TYPES`, so adding a
-payload type adds it to every format and to the exported JSON Schemas.
+payload type adds it to every format and to the exported JSON Schemas (`schemas.jsonschema`).
 """
 from __future__ import annotations
 
@@ -26,15 +26,15 @@ from msgspec import Meta
 
 from schemas.events import (
     PAYLOAD_TYPES,
-    AnyEvent,
-    TimeValue,
     SCHEMA_VERSION,
     UNIT_FIELDS,
-    is_union,
+    AnyEvent,
     EventId,
     LatencyBreakdown,
     Payload,
     SchemaVersion,
+    TimeValue,
+    is_union,
 )
 
 # --- hub envelope ----------------------------------------------------------------------------------
