@@ -56,7 +56,12 @@ class DetectionState:
         for w in ready:
             out.anomalies += self.bank.update(w)
         if self.shard_progress and not final:
-            out.anomalies += self.bank.tick(min(self.shard_progress.values()))
+            # Up to the slowest shard, and never over a window still held for merging: a window
+            # filled as "silent" would make the bank ignore its real data later.
+            horizon = min(self.shard_progress.values())
+            if self.pending:
+                horizon = min(horizon, min(start for _, start in self.pending))
+            out.anomalies += self.bank.tick(horizon)
         for a in out.anomalies:
             out.incidents += self.correlator.add(signal_from_anomaly(a))
         for s in sorted(signals, key=lambda s: s.time_ms):
