@@ -69,3 +69,20 @@ def test_event_times_follow_the_rate_from_start() -> None:
     values, batch = normalized(bad_fraction=0)
     times = sorted(e.event_time_ms for e in batch.events)
     assert START - 200_000 < times[0] and times[-1] < START + N * 1000 // 2000 + 5_000
+
+
+def test_events_keep_input_order_across_wire_formats():
+    """Lateness verdicts downstream depend on arrival order, so mixing formats must not reorder."""
+    import time as _time
+
+    from operators.normalize import Normalizer
+    from operators.synthetic import generate
+    from schemas.raw import RawMessage
+
+    now = int(_time.time() * 1000)
+    payloads = generate(3000, seed=4, start_ms=now - 3_600_000, rate_per_s=50.0, bad_fraction=0.0,
+                        duplicate_fraction=0.0)
+    messages = [RawMessage(p, "t", 0, i) for i, p in enumerate(payloads)]
+    whole = Normalizer().normalize_batch(messages, now_ms=now).events
+    one_by_one = [e for m in messages for e in Normalizer().normalize_batch([m], now_ms=now).events]
+    assert [e.event_id for e in whole] == [e.event_id for e in one_by_one]
