@@ -172,3 +172,30 @@ def test_two_processes_on_four_partitions_match_one(kafka_bootstrap, tmp_path, c
     for p in procs:
         assert p.wait(240) == 0
     assert store_digest(cluster) == store_digest(single)
+
+
+def test_high_severity_anomalies_and_incidents_reach_the_alerts_topic(kafka_bootstrap, tmp_path, monkeypatch):
+    from flows.cli import main
+    from tests.test_pipeline_detection import lines
+
+    env = topic_env(kafka_bootstrap)
+    produce(kafka_bootstrap, env["HUB_KAFKA__TOPICS__TELEMETRY"], [line.encode() for line in lines()])
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert main(["run", "--until-end", "--clickhouse", f"chdb://{tmp_path}/store"]) == 0
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
+    consumer.subscribe([env["HUB_KAFKA__TOPICS__ALERTS"]])
+    alerts: list[dict] = []
+
+    def anomaly_and_incident():
+        m = consumer.poll(0.2)
+        if m is not None and m.error() is None:
+            alerts.append(orjson.loads(m.value()))
+        return {"anomaly", "incident"} <= {a["kind"] for a in alerts}
+
+    wait_for(anomaly_and_incident, 30, "an anomaly and an incident on the alerts topic")
+    consumer.close()
+    spikes = [a["anomaly"] for a in alerts if a["kind"] == "anomaly"]
+    assert all(a["model"] == "gpt-4o" and a["severity"] in ("high", "critical") for a in spikes)
+    incident = next(a["incident"] for a in alerts if a["kind"] == "incident")
+    assert "gpt-4o" in incident["assets"] and incident["root_cause_id"]
