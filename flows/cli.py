@@ -65,8 +65,8 @@ def build_parser() -> Parser:
     run.add_argument("--input", metavar="FILE", help="JSON-lines file to read ('-' = stdin); the run ends at end of file")
     run.add_argument("--events", type=int, metavar="N", help="synthetic input: stop after N events (default: until Ctrl-C)")
     run.add_argument("--seed", type=int, default=7, help="synthetic input: random seed (default 7)")
-    run.add_argument("--rate", type=float, default=500.0, metavar="PER_S",
-                     help="synthetic input: event-time rate of the generated traffic (default 500/s)")
+    run.add_argument("--rate", type=float, default=50.0, metavar="PER_S",
+                     help="synthetic input: event-time rate of the generated traffic (default 50/s)")
     run.add_argument("--until-end", action="store_true", help="Kafka input: stop at the end offsets seen at start")
     run.add_argument("--recovery-dir", metavar="DIR", help="Bytewax recovery snapshots here (overrides recovery.dir)")
     run.add_argument("--workers", type=int, default=1, metavar="N", help="worker threads in this process (default 1)")
