@@ -8,7 +8,7 @@ import time
 import numpy as np
 from prometheus_client import Counter, Histogram, start_http_server
 
-EVENTS = Counter("hub_events_total", "Events normalized and accepted", ["source"])
+EVENTS = Counter("hub_events_total", "Events normalized and accepted", ["shard"])
 DEAD_LETTERS = Counter("hub_dead_letters_total", "Inputs rejected to the dead-letter table/topic", ["reason"])
 LATE = Counter("hub_late_events_total", "Events later than the allowed lateness (kept in late_events)")
 WINDOWS = Counter("hub_windows_closed_total", "1-minute series windows closed and written")

@@ -64,7 +64,7 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource) -> Dataflow:
 def _count(out: ShardOutput) -> None:
     metrics.BATCHES.inc()
     if out.events:
-        metrics.EVENTS.labels(source="all").inc(out.events)
+        metrics.EVENTS.labels(shard=out.shard).inc(out.events)
     for d in out.dead_letters:
         metrics.DEAD_LETTERS.labels(reason=d.code or "invalid").inc()
     if out.late_rows:
