@@ -117,7 +117,7 @@ def hub_config(bootstrap: str, topic: str, store: str):
 
 
 def run_flow(cfg, source) -> float:
-    from bytewax._bytewax import cli_main
+    from bytewax.run import cli_main
 
     with closing(connect(cfg.clickhouse)) as client:
         migrate(client, cfg.retention)

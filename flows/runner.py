@@ -5,6 +5,7 @@ import argparse
 import sys
 import time
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig
@@ -50,7 +51,7 @@ def choose_source(args: argparse.Namespace, cfg: HubConfig):
 
 
 def run(args: argparse.Namespace, cfg: HubConfig) -> int:
-    from bytewax._bytewax import cli_main
+    from bytewax.run import cli_main
     from bytewax.recovery import init_db_dir
 
     if args.events is not None and args.events <= 0:
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace, cfg: HubConfig) -> int:
             path.mkdir(parents=True, exist_ok=True)
             init_db_dir(path, cfg.recovery.partitions)
         backup = cfg.recovery.backup_interval_s
-        recovery = RecoveryConfig(str(path), backup_interval=None if not backup else _td(backup))
+        recovery = RecoveryConfig(str(path), backup_interval=timedelta(seconds=backup) if backup else None)
     flow = build_flow(cfg, source)
     print(f"hub run: reading {label}; writing to {cfg.clickhouse.dsn}", file=sys.stderr, flush=True)
     started = time.monotonic()
@@ -97,9 +98,3 @@ def _summary(cfg: HubConfig) -> None:
     print_rows(list(result.column_names), result.result_rows, "table")
     target = f"--clickhouse {cfg.clickhouse.dsn} " if is_embedded(cfg.clickhouse.dsn) else ""
     print(f"\ntry:  hub query {target}--report latency\n      hub query {target}\"SELECT model, count() FROM events GROUP BY model\"")
-
-
-def _td(seconds: float):
-    from datetime import timedelta
-
-    return timedelta(seconds=seconds)

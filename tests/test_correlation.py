@@ -2,7 +2,10 @@
 causal chains, determinism, bounded state and restart from a snapshot."""
 from __future__ import annotations
 
+import json
 import pickle
+import sys
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -246,3 +249,154 @@ def test_alert_storm_emits_a_bounded_number_of_updates():
     assert len(out) <= 20, len(out)  # every change up to 16 members, then only on doubling
     (closed,) = c.flush(T + 10**8)
     assert len(closed.members) == 150 and closed.version == out[-1].version + 1
+
+
+# -- golden output on a long realistic stream -------------------------------------------------
+# tests/data/correlation_golden.jsonl was recorded from the original (pre-optimisation)
+# implementation; the correlator must keep producing exactly the same records for this stream.
+# The generator below is frozen with it: changing it (or the settings) invalidates the golden.
+
+GOLDEN = Path(__file__).resolve().parent / "data" / "correlation_golden.jsonl"
+_KINDS = {
+    "security": ("security.threat", "security.threat", "security.privacy", "security.vulnerability",
+                 "security.compliance", "security.auth"),
+    "policy": ("violation.detected", "violation.detected", "policy.evaluated", "policy.updated"),
+    "governance": ("governance.violation", "governance.violation", "governance.compliance"),
+    "registry": ("asset.updated", "version.published", "version.promoted", "version.retired", "asset.deprecated"),
+    "telemetry": ("telemetry.error",),
+    "cost": ("cost.budget",),
+}
+_SOURCES = (("security", 0.33), ("policy", 0.14), ("governance", 0.07), ("registry", 0.14), ("telemetry", 0.08),
+            ("cost", 0.05), ("anomaly", 0.19))
+_METRICS = ("latency_ms", "latency_ms", "ttft_ms", "errors", "requests", "input_tokens", "output_tokens",
+            "total_tokens", "cost_usd", "cost_usd", "security_findings", "policy_violations", "queue_depth")
+_ANOMALY_KINDS = ("spike", "spike", "drop", "level_shift", "frequency_change", "distribution_shift")
+_SEVERITY_W = (("info", 0.25), ("low", 0.05), ("medium", 0.38), ("high", 0.16), ("critical", 0.16))
+
+
+def realistic_signals(n: int, seed: int, assets: int = 40, rate_per_s: float = 2.0) -> list[Signal]:
+    """A deterministic signal stream shaped like the pipeline's: Zipf-weighted assets (a few hot
+    models, a long tail; some signals without asset), the observed source/kind/severity mix,
+    slightly out-of-order event times, anomalies at minute starts reported up to 3 minutes late,
+    anomaly bursts (alert storms) on one asset, ~10% correlation ids (reused traces), parent
+    chains (parent seen before, after, or never), and a few re-delivered duplicates."""
+    import random
+
+    rng = random.Random(seed)
+    names = [f"model-{i}" for i in range(assets)]
+    aw = [1.0 / (i + 1) ** 1.1 for i in range(assets)]
+    src_names, src_w = zip(*_SOURCES)
+    sev_names, sev_w = zip(*_SEVERITY_W)
+    t = T
+    out: list[Signal] = []
+    traces: list[str] = []
+    burst: tuple[str, int, int] | None = None  # asset, remaining, start
+    for i in range(n):
+        t += int(rng.expovariate(rate_per_s) * 1000)
+        sid = f"s{i}"
+        if burst is None and rng.random() < 0.004:
+            burst = (rng.choices(names, aw)[0], rng.randint(8, 60), t)
+        if burst is not None and rng.random() < 0.6:
+            asset, left, start = burst
+            metric = rng.choice(_METRICS)
+            ts = start + rng.randint(0, 6) * MIN
+            out.append(Signal(id=sid, time_ms=ts, source="anomaly", kind=rng.choice(_ANOMALY_KINDS), asset=asset,
+                              metric=metric, severity=rng.choice(("medium", "high", "high", "critical")),
+                              score=round(rng.uniform(3, 12), 3), value=round(rng.uniform(0, 1000), 2)))
+            burst = (asset, left - 1, start) if left > 1 else None
+            continue
+        if out and rng.random() < 0.01:
+            out.append(out[rng.randrange(max(0, len(out) - 50), len(out))])  # re-delivered
+            continue
+        source = rng.choices(src_names, src_w)[0]
+        asset = "" if rng.random() < 0.05 else rng.choices(names, aw)[0]
+        sev = rng.choices(sev_names, sev_w)[0]
+        if source == "anomaly":
+            ts = t - t % MIN - rng.randint(0, 3) * MIN
+            out.append(Signal(id=sid, time_ms=ts, source="anomaly", kind=rng.choice(_ANOMALY_KINDS), asset=asset,
+                              metric=rng.choice(_METRICS), severity=sev, score=round(rng.uniform(3, 12), 3),
+                              value=round(rng.uniform(0, 1000), 2)))
+            continue
+        corr = parent = ""
+        if rng.random() < 0.10:
+            if traces and rng.random() < 0.6:
+                corr = traces[rng.randrange(max(0, len(traces) - 30), len(traces))]
+            else:
+                corr = f"trace-{i}"
+                traces.append(corr)
+        r = rng.random()
+        if r < 0.04 and i > 5:
+            parent = f"s{i - rng.randint(1, 40)}"  # an earlier signal (maybe an anomaly or a duplicate)
+        elif r < 0.055:
+            parent = f"s{i + rng.randint(1, 15)}"  # arrives after its child
+        elif r < 0.065:
+            parent = f"ext-{rng.randrange(10**6)}"  # never seen (a request event, not a signal)
+        ts = t - rng.randint(0, 2000)
+        out.append(Signal(id=sid, time_ms=ts, source=source, kind=rng.choice(_KINDS[source]), asset=asset,
+                          correlation_id=corr, parent_id=parent, severity=sev,
+                          value=round(rng.uniform(0, 50), 2) if source == "cost" else 0.0,
+                          tags={"team": f"team-{rng.randrange(5)}"}))
+    return out
+
+
+GOLDEN_RUNS = {
+    # name: (settings, signals, seed, assets, rate per s)
+    "default": (CorrelationSettings(), 5000, 7, 40, 0.5),
+    "dense": (CorrelationSettings(), 3000, 8, 12, 3.0),
+    "tight": (CorrelationSettings(window_ms=300_000, max_span_ms=1_800_000, max_members=20, max_open_incidents=25,
+                                  max_tracked_signals=1500, pending_parent_ms=120_000), 5000, 9, 60, 1.0),
+}
+
+
+def golden_records(name: str) -> list[list]:
+    """Run one golden stream the way the flow does (flush at the watermark every batch, a
+    snapshot/restore in the middle); one compact row per output record: position, id prefix,
+    version, status, member count, root cause, and a digest of the full msgspec JSON."""
+    import hashlib
+
+    settings, n, seed, assets, rate = GOLDEN_RUNS[name]
+    sigs = realistic_signals(n, seed, assets, rate)
+    c = Correlator(settings)
+    rows: list[list] = []
+
+    def record(pos: int, incs: list[Incident]) -> None:
+        for inc in incs:
+            digest = hashlib.blake2b(msgspec.json.encode(inc), digest_size=10).hexdigest()
+            rows.append([pos, inc.id[:8], inc.version, inc.status[0], len(inc.members), inc.root_cause_id, digest])
+
+    batch = 40
+    for start in range(0, len(sigs), batch):
+        chunk = sigs[start:start + batch]
+        for k, s in enumerate(chunk):
+            record(start + k, c.add(s))
+        record(start + len(chunk), c.flush(max(s.time_ms for s in chunk) - 60_000))
+        if start == (len(sigs) // 2) // batch * batch:
+            c = pickle.loads(pickle.dumps(c))
+    record(len(sigs), c.flush(2**62))
+    return rows
+
+
+def _write_golden() -> None:
+    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+    with GOLDEN.open("w") as f:
+        for name in GOLDEN_RUNS:
+            for row in golden_records(name):
+                f.write(json.dumps([name, *row], separators=(",", ":")) + "\n")
+
+
+def test_long_realistic_stream_matches_the_golden_output():
+    expect: dict[str, list[list]] = {name: [] for name in GOLDEN_RUNS}
+    with GOLDEN.open() as f:
+        for line in f:
+            name, *row = json.loads(line)
+            expect[name].append(row)
+    for name in GOLDEN_RUNS:
+        got = golden_records(name)
+        assert len(expect[name]) > 500, name
+        for k, (g, e) in enumerate(zip(got, expect[name])):
+            assert g == e, f"{name}: output record {k} differs: {g} != {e}"
+        assert len(got) == len(expect[name]), name
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write-golden"]:
+    _write_golden()
