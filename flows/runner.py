@@ -63,6 +63,9 @@ def run(args: argparse.Namespace, cfg: HubConfig) -> int:
     if cfg.metrics.port:
         worker_metrics.serve(cfg.metrics.host, cfg.metrics.port)
     recovery_dir = args.recovery_dir or cfg.recovery.dir
+    if not recovery_dir and label.startswith("Kafka") and not args.until_end:
+        print("hub run: note: no recovery dir (--recovery-dir / HUB_RECOVERY__DIR): offsets and window state are "
+              f"not kept across restarts; a restart re-reads from {cfg.kafka.starting_offset}", file=sys.stderr)
     recovery = None
     if recovery_dir:
         path = Path(recovery_dir)
