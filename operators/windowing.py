@@ -7,11 +7,15 @@ far in this shard, and an event is late exactly when its window had closed befor
 (window end + allowed lateness <= watermark). That depends only on the order of events within
 the shard — which Kafka fixes per partition — so a replay closes the same windows with the same
 contents, whatever the batch boundaries.
+
+Open windows are kept as columns (series id, window start, value) and summarised only when they
+close, all series at once: per-event work stays in numpy, and the only Python step per
+(series, window) is building its output record.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,43 +23,7 @@ from operators import sketch
 from schemas.metrics import SeriesKey, WindowMetric
 
 WINDOW_MS = 60_000
-
-
-@dataclass
-class Partial:
-    """Running summary of one series in one open window.
-
-    The histogram is kept as per-batch (bucket, count) array chunks and merged when the window
-    closes (or when chunks pile up): folding a batch then costs a Python step per series, not
-    per histogram bucket.
-    """
-
-    count: int = 0
-    sum: float = 0.0
-    min: float = float("inf")
-    max: float = float("-inf")
-    sumsq: float = 0.0
-    chunks: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
-
-    def add_hist(self, buckets: np.ndarray, counts: np.ndarray) -> None:
-        self.chunks.append((buckets, counts))
-        if len(self.chunks) > MAX_CHUNKS:
-            self.chunks = [self._merged()]
-
-    def _merged(self) -> tuple[np.ndarray, np.ndarray]:
-        buckets = np.concatenate([b for b, _ in self.chunks])
-        counts = np.concatenate([c for _, c in self.chunks])
-        keys, inverse = np.unique(buckets, return_inverse=True)
-        return keys, np.bincount(inverse, weights=counts, minlength=len(keys)).astype(np.int64)
-
-    def hist(self) -> dict[int, int]:
-        if not self.chunks:
-            return {}
-        keys, counts = self._merged()
-        return dict(zip(keys.tolist(), counts.tolist()))
-
-
-MAX_CHUNKS = 32
+NEVER = -(2**62)
 
 
 @dataclass(frozen=True)
@@ -74,17 +42,24 @@ class MetricValues:
 
 
 class WindowAggregator:
-    """Per-shard window state; picklable so it lives in Bytewax recovery snapshots."""
+    """Per-shard window state; picklable (numpy columns) so it lives in Bytewax snapshots."""
 
     def __init__(self, allowed_lateness_ms: int, window_ms: int = WINDOW_MS) -> None:
         self.window_ms = window_ms
         self.lateness_ms = allowed_lateness_ms
-        self.watermark_ms: int = -(2**62)
+        self.watermark_ms: int = NEVER
         # Windows starting before this are closed even if the watermark has not passed them
         # (closed by the idle timer or at the end of input).
-        self.closed_floor_ms: int = -(2**62)
-        self.open: dict[tuple[SeriesKey, int], Partial] = {}
-        self.last_input_wall_ms: int = 0
+        self.closed_floor_ms: int = NEVER
+        self.series: list[SeriesKey] = []
+        self.series_ids: dict[SeriesKey, int] = {}
+        self.sid = np.empty(0, dtype=np.int64)
+        self.start = np.empty(0, dtype=np.int64)
+        self.value = np.empty(0, dtype=np.float64)
+
+    @property
+    def has_open(self) -> bool:
+        return len(self.sid) > 0
 
     def add(
         self,
@@ -113,77 +88,78 @@ class WindowAggregator:
         dim_ids: dict[tuple[str, str, str], int] = {}
         dim_of = np.fromiter((dim_ids.setdefault(d, len(dim_ids)) for d in dims), dtype=np.int64, count=n)
         dim_list = list(dim_ids)
-        base = int(starts.min())
-        slot = (starts - base) // self.window_ms
-        nslots = int(slot.max()) + 1
-        # One pass over all metrics: key = (metric, dims, window slot).
-        keys, values = [], []
-        names = []
-        for metric in metrics:
+        on_time = ~late_mask
+        sids, begins, values = [self.sid], [self.start], [self.value]
+        for m, metric in enumerate(metrics):
             vals = np.asarray(metric.values, dtype=np.float64)
-            use = ~late_mask & ~np.isnan(vals)
-            if use.any():
-                names.append(metric.name)
-                keys.append(((len(names) - 1) * len(dim_list) + dim_of[use]) * nslots + slot[use])
-                values.append(vals[use])
-        if not keys:
-            return late
-        key = np.concatenate(keys)
-        v = np.concatenate(values)
-        order = np.argsort(key, kind="stable")
-        key, v = key[order], v[order]
-        bounds = np.flatnonzero(np.diff(key)) + 1
-        starts_idx = np.concatenate(([0], bounds))
-        counts = np.diff(np.concatenate((starts_idx, [len(key)])))
-        sums = np.add.reduceat(v, starts_idx)
-        sumsq = np.add.reduceat(v * v, starts_idx)
-        mins = np.minimum.reduceat(v, starts_idx)
-        maxs = np.maximum.reduceat(v, starts_idx)
-        group_of = np.repeat(np.arange(len(starts_idx)), counts)
-        buckets = sketch.bucket_indices(v)
-        pair = group_of * (2**33) + (buckets - sketch.ZERO_BUCKET)
-        pairs, pair_counts = np.unique(pair, return_counts=True)
-        pair_group = pairs // (2**33)
-        pair_bucket = pairs % (2**33) + sketch.ZERO_BUCKET
-        pair_bounds = np.searchsorted(pair_group, np.arange(len(starts_idx) + 1))
-        ndims = len(dim_list)
-        for gi, (k, c, s_, sq, lo, hi) in enumerate(zip(key[starts_idx].tolist(), counts.tolist(), sums.tolist(),
-                                                         sumsq.tolist(), mins.tolist(), maxs.tolist())):
-            rest, window_slot = divmod(k, nslots)
-            metric_i, dim_i = divmod(rest, ndims)
-            model, endpoint, team = dim_list[dim_i]
-            wkey = (SeriesKey(names[metric_i], model, endpoint, team), base + window_slot * self.window_ms)
-            p = self.open.get(wkey)
-            if p is None:
-                p = self.open[wkey] = Partial()
-            p.count += c
-            p.sum += s_
-            p.sumsq += sq
-            if lo < p.min:
-                p.min = lo
-            if hi > p.max:
-                p.max = hi
-            a, b = pair_bounds[gi], pair_bounds[gi + 1]
-            p.add_hist(pair_bucket[a:b], pair_counts[a:b])
+            use = on_time & ~np.isnan(vals)
+            if not use.any():
+                continue
+            local = dim_of[use]
+            present, inverse = np.unique(local, return_inverse=True)
+            to_global = np.fromiter((self._series_id(SeriesKey(metric.name, *dim_list[d])) for d in present.tolist()),
+                                    dtype=np.int64, count=len(present))
+            sids.append(to_global[inverse])
+            begins.append(starts[use])
+            values.append(vals[use])
+        self.sid, self.start, self.value = np.concatenate(sids), np.concatenate(begins), np.concatenate(values)
         return late
+
+    def _series_id(self, key: SeriesKey) -> int:
+        sid = self.series_ids.get(key)
+        if sid is None:
+            sid = self.series_ids[key] = len(self.series)
+            self.series.append(key)
+        return sid
 
     def close_ready(self) -> list[WindowMetric]:
         """Windows the watermark has passed by the allowed lateness."""
-        horizon = self.watermark_ms - self.lateness_ms - self.window_ms
-        return self._close(lambda start: start <= horizon)
+        return self._close(self.watermark_ms - self.lateness_ms - self.window_ms)
 
     def close_all(self) -> list[WindowMetric]:
         """End of input or idle: close everything open; later arrivals for them are late."""
-        if self.open:
-            self.closed_floor_ms = max(self.closed_floor_ms, max(s for _, s in self.open) + self.window_ms)
-        return self._close(lambda start: True)
+        if self.has_open:
+            self.closed_floor_ms = max(self.closed_floor_ms, int(self.start.max()) + self.window_ms)
+        return self._close(2**62)
 
-    def _close(self, ready) -> list[WindowMetric]:
-        keys = [k for k in self.open if ready(k[1])]
+    def _close(self, horizon: int) -> list[WindowMetric]:
+        """Summarise every open window starting at or before `horizon`, all series at once."""
+        ready = self.start <= horizon
+        if not ready.any():
+            return []
+        sid, start, v = self.sid[ready], self.start[ready], self.value[ready]
+        keep = ~ready
+        self.sid, self.start, self.value = self.sid[keep], self.start[keep], self.value[keep]
+        # Output order: by window, then series name — deterministic for any batch history.
+        names = [(k.metric, k.model, k.endpoint, k.team) for k in self.series]
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+        order = np.lexsort((v, rank[sid], start))
+        sid, start, v = sid[order], start[order], v[order]
+        new_group = np.empty(len(sid), dtype=bool)
+        new_group[0] = True
+        new_group[1:] = (sid[1:] != sid[:-1]) | (start[1:] != start[:-1])
+        first = np.flatnonzero(new_group)
+        counts = np.diff(np.append(first, len(sid)))
+        sums = np.add.reduceat(v, first)
+        sumsq = np.add.reduceat(v * v, first)
+        mins = np.minimum.reduceat(v, first)
+        maxs = np.maximum.reduceat(v, first)
+        # Values are sorted within a group, so equal buckets are adjacent: run-length encode.
+        group = np.repeat(np.arange(len(first)), counts)
+        buckets = sketch.bucket_indices(v)
+        run = np.empty(len(v), dtype=bool)
+        run[0] = True
+        run[1:] = (buckets[1:] != buckets[:-1]) | (group[1:] != group[:-1])
+        run_first = np.flatnonzero(run)
+        run_counts = np.diff(np.append(run_first, len(v))).tolist()
+        run_buckets = buckets[run_first].tolist()
+        run_bounds = np.searchsorted(group[run_first], np.arange(len(first) + 1)).tolist()
+        series = self.series
         out = []
-        for key in sorted(keys, key=lambda k: (k[1], k[0].metric, k[0].model, k[0].endpoint, k[0].team)):
-            p = self.open.pop(key)
-            out.append(WindowMetric(series=key[0], window_start_ms=key[1], window_ms=self.window_ms,
-                                    count=p.count, sum=p.sum, min=p.min, max=p.max, sumsq=p.sumsq,
-                                    hist=p.hist()))
+        for g, (s, ws, c, total, sq, lo, hi) in enumerate(zip(sid[first].tolist(), start[first].tolist(), counts.tolist(),
+                                                              sums.tolist(), sumsq.tolist(), mins.tolist(), maxs.tolist())):
+            a, b = run_bounds[g], run_bounds[g + 1]
+            out.append(WindowMetric(series=series[s], window_start_ms=ws, window_ms=self.window_ms, count=c, sum=total,
+                                    min=lo, max=hi, sumsq=sq, hist=dict(zip(run_buckets[a:b], run_counts[a:b]))))
         return out
