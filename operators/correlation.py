@@ -3,8 +3,10 @@
 `Correlator.add(signal)` links the signal to what it belongs with:
   (a) causal chain: the signal's parent (parent_id), children that named it as parent before it
       arrived, and the latest signal with the same correlation_id;
-  (b) temporal: for the same asset, the latest earlier signal of each other facet within
-      `window_ms` (relationship "temporal" across domains, "same_asset" within one domain).
+  (b) temporal: for the same asset, among its ASSET_RECENT most recently added signals, the latest
+      one of each facet within `window_ms` of it (before or after: sources report late) whose
+      group is open and would not span more than `max_span_ms`; at most MAX_TEMPORAL_LINKS, the
+      latest (relationship "temporal" across domains, "same_asset" within one domain).
 Linked signals form one group (union of connected signals, oldest group survives a merge). A group
 becomes an incident once it has two facets (distinct domain/metric/kind) or a causal link, and its
 confidence reaches `min_confidence`. `add` returns the incidents this signal created or changed
@@ -16,19 +18,31 @@ Pattern (first that applies): security_incident (a security signal), compliance_
 compliance signals, or one followed by another domain), cost_impact (a cost signal),
 performance_degradation (a performance signal), generic.
 
-Root cause: the earliest member with no parent in the group when causal links exist; otherwise the
-member with the highest prior for the pattern (e.g. a registry change, a security finding, a
-token-usage surge before a cost spike) plus an earliness bonus. Roles: root_cause; effect (causal
-descendants of the root, or later members in the pattern's effect domains); contributor (other
-members in cause domains); related (the rest).
+Root cause: with parent-event links, the member with no parent in the group that has the most
+descendants in it (then the earliest); otherwise the member with the highest prior for the pattern
+(e.g. a registry change, a security finding, a token-usage surge before a cost spike) plus an
+earliness bonus. Roles: root_cause; effect (causal descendants of the root, or members in the
+pattern's effect domains); contributor (members in cause domains, or in the root's domain);
+related (the rest).
 
-Confidence is a noisy-OR of independent pieces of evidence (documented in `_confidence`), so
-each piece can only raise it and it stays in 0..1. Everything is deterministic for a given input
-order (ids from signal ids, sorted iteration), bounded (open groups, remembered signals, members
-per incident) and picklable (Bytewax snapshots).
+Confidence is a noisy-OR of independent pieces of evidence (documented in `_Stats.confidence`),
+so each piece can only raise it and it stays in 0..1. Everything is deterministic for a given
+input order (ids from signal ids, sorted iteration), bounded (open groups, remembered signals,
+members per incident) and picklable (Bytewax snapshots).
+
+Cost per signal (this is on the flow's hot path): whether a group's change is emitted is decided
+from per-group running stats (`_Stats`: domains, facets, severity, evidence, root candidates),
+updated as members and edges arrive; the incident record is only built when it is emitted.
+Temporal linking walks a per-asset index of the recent signals sorted by time (`_AssetIndex`)
+newest first from the signal's time and stops once no other facet can make the cut; signals no
+longer tracked are taken out of the index until they are tracked again. Both are derived from the
+snapshotted state and rebuilt after a restore, so snapshots hold exactly what they held before.
 """
 from __future__ import annotations
 
+import heapq
+import math
+from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict, deque
 
 from config.detection import CorrelationSettings, DetectionSettings, severity_rank
@@ -118,9 +132,159 @@ def incident_edges(incident: Incident) -> list[IncidentEdge]:
     return list(incident.edges)
 
 
+_UNSET: tuple = ("<unset>",)  # a cache not filled yet
+
+
+def _impact_of(d: str, severity: str) -> tuple[str, float] | None:
+    """(impact dimension, weight) of a member of domain d with this severity; None: no impact."""
+    dim = IMPACT_OF.get(d)
+    if dim is None:
+        return None
+    w = SEVERITY_WEIGHT.get(severity, 0.1)
+    if dim == "cost" and d == "usage":
+        w *= 0.5  # usage drives cost, indirectly
+    return dim, round(w, 4)
+
+
+_RANK = {sev: severity_rank(sev) for sev in SEVERITIES}
+_IMPACT = {(d, sev): _impact_of(d, sev) for d in {*DOMAIN_BY_SOURCE.values(), *DOMAIN_BY_METRIC.values(), "other"}
+           for sev in SEVERITIES}
+
+
+class _Stats:
+    """What the emission rules and `_build` need about a group, kept up to date as members and
+    edges are added (so `add` does not rebuild the incident to find out whether to emit it).
+    Derived from the group's members and edges only: never pickled, rebuilt on first use after a
+    restore (or after a member is replaced by a different signal with the same id)."""
+
+    __slots__ = ("dom", "doms", "what", "nfacets", "assets", "sev", "impact", "t_min", "t_max", "parent_of",
+                 "same_corr", "prox", "children", "pnodes", "croot")
+
+    def __init__(self) -> None:
+        self.dom: dict[str, str] = {}  # member id -> domain
+        self.doms: dict[str, list] = {}  # domain -> [members, earliest time, max id at that time, latest time]
+        self.what: dict[str, set[str]] = {}  # domain -> metrics/kinds (facet = domain + one of these)
+        self.nfacets = 0
+        self.assets: set[str] = set()
+        self.sev: tuple = (-1, 0, "", "")  # (rank, time, id, severity) of the first most severe member
+        self.impact = {"performance": 0.0, "cost": 0.0, "security": 0.0, "compliance": 0.0}
+        self.t_min = 0
+        self.t_max = 0
+        self.parent_of = False  # any parent_of edge
+        self.same_corr = False  # any same_correlation edge
+        self.prox: list[float] = []  # weights of the temporal/same_asset edges, in edge order
+        self.children: dict[str, list[str]] = {}  # parent_of edges: from -> [to]
+        self.pnodes: set[str] = set()  # ids at either end of a parent_of edge
+        self.croot: tuple | None = _UNSET  # cached causal root: (id, descendants in group) or None
+
+    def add_member(self, sig: Signal, d: str, what: str) -> None:
+        sid, t = sig.id, sig.time_ms
+        self.dom[sid] = d
+        ds = self.doms.get(d)
+        if ds is None:
+            self.doms[d] = [1, t, sid, t]
+            self.what[d] = {what}
+            self.nfacets += 1
+        else:
+            ds[0] += 1
+            if t < ds[1]:
+                ds[1], ds[2] = t, sid
+            elif t == ds[1] and sid > ds[2]:
+                ds[2] = sid
+            if t > ds[3]:
+                ds[3] = t
+            w = self.what[d]
+            if what not in w:
+                w.add(what)
+                self.nfacets += 1
+        if len(self.dom) == 1:
+            self.t_min = self.t_max = t
+        elif t < self.t_min:
+            self.t_min = t
+        elif t > self.t_max:
+            self.t_max = t
+        if sig.asset:
+            self.assets.add(sig.asset)
+        sev = sig.severity
+        r = _RANK.get(sev)
+        if r is None:
+            r = severity_rank(sev)
+        b = self.sev
+        if r > b[0] or (r == b[0] and (t < b[1] or (t == b[1] and sid < b[2]))):
+            self.sev = (r, t, sid, sev)
+        imp = _IMPACT.get((d, sev), _UNSET)
+        if imp is _UNSET:
+            imp = _impact_of(d, sev)
+        if imp is not None and imp[1] > self.impact[imp[0]]:
+            self.impact[imp[0]] = imp[1]
+        if sid in self.pnodes:
+            self.croot = _UNSET
+
+    def add_edge(self, a: str, b: str, rel: str, weight: float) -> None:
+        if rel == "parent_of":
+            self.parent_of = True
+            self.children.setdefault(a, []).append(b)
+            self.pnodes.add(a)
+            self.pnodes.add(b)
+            self.croot = _UNSET
+        elif rel == "same_correlation":
+            self.same_corr = True
+        elif rel in ("temporal", "same_asset"):
+            self.prox.append(weight)
+
+    def pattern(self) -> str:
+        doms = self.doms
+        if "security" in doms:
+            return "security_incident"
+        comp = doms.get("compliance")
+        if comp is not None:
+            if comp[0] >= 2 or any(ds[3] >= comp[1] for d, ds in doms.items() if d not in ("compliance", "change")):
+                return "compliance_cascade"
+        if "cost" in doms:
+            return "cost_impact"
+        if "performance" in doms:
+            return "performance_degradation"
+        return "generic"
+
+    def severity(self) -> str:
+        rank, sev = self.sev[0], self.sev[3]
+        if len(self.doms) >= 3 and rank < 4:
+            sev = SEVERITIES[rank + 1]  # corroborated by three or more domains
+        return sev
+
+    def confidence(self, pattern: str) -> float:
+        """Noisy-OR of evidence pieces (each in 0..1, independent):
+        - causal links: 0.8 with parent-event links, 0.6 with correlation-id links only;
+        - cross-source corroboration: 0.35 per extra domain plus 0.25 per extra facet within a
+          domain (capped at 0.7);
+        - time proximity of temporal links: 0.3 x mean link proximity (1 = same time, 0 = window apart);
+        - a seed pattern matched: 0.15;
+        - severity: 0.1 if any member is high or critical.
+        """
+        ev = []
+        if self.parent_of:
+            ev.append(0.8)
+        elif self.same_corr:
+            ev.append(0.6)
+        ndoms = len(self.doms)
+        ev.append(min(0.7, 0.35 * (ndoms - 1) + 0.25 * (self.nfacets - ndoms)))
+        prox = self.prox
+        if prox:
+            ev.append(0.3 * sum(prox) / len(prox))
+        if pattern != "generic":
+            ev.append(0.15)
+        if self.sev[0] >= 3:
+            ev.append(0.1)
+        p = 1.0
+        for e in ev:
+            p *= 1.0 - max(0.0, min(e, 1.0))
+        return 1.0 - p
+
+
 class _Group:
     __slots__ = ("id", "seed", "opened_ms", "members", "edges", "edge_keys", "version", "emitted", "last_ms",
-                 "start_ms", "overflow", "dirty", "last_key", "last_n")
+                 "start_ms", "overflow", "dirty", "last_key", "last_n", "st")
+    _STATE = __slots__[:-1]  # pickled (the derived `st` is rebuilt on demand)
 
     def __init__(self, seed: Signal) -> None:
         self.id = stable_id("incident", seed.id)
@@ -137,20 +301,103 @@ class _Group:
         self.dirty = True
         self.last_key: tuple = ()
         self.last_n = 0
+        self.st: _Stats | None = None
 
     def __getstate__(self) -> tuple:
-        return tuple(getattr(self, s) for s in self.__slots__)
+        return tuple(getattr(self, s) for s in self._STATE)
 
     def __setstate__(self, st: tuple) -> None:
-        for k, v in zip(self.__slots__, st):
+        for k, v in zip(self._STATE, st):
             setattr(self, k, v)
+        self.st = None
 
-    def add_edge(self, a: str, b: str, rel: str, weight: float, t: int) -> None:
-        key = (a, b, rel)
-        if key not in self.edge_keys:
-            self.edge_keys.add(key)
-            self.edges.append((a, b, rel, weight, t))
+    def stats(self) -> _Stats:
+        st = self.st
+        if st is None:
+            st = self.st = _Stats()
+            for sig in self.members.values():
+                d = domain_of(sig)
+                st.add_member(sig, d, sig.metric or sig.kind)
+            for a, b, rel, w, _t in self.edges:
+                st.add_edge(a, b, rel, w)
+        return st
+
+    def add_member(self, sig: Signal, d: str) -> None:
+        old = self.members.get(sig.id)
+        self.members[sig.id] = sig
+        self.dirty = True
+        if self.st is not None:
+            if old is None:
+                self.st.add_member(sig, d, sig.metric or sig.kind)
+            elif old != sig:
+                self.st = None  # replaced by a different signal with the same id: rebuild
+
+    def add_links(self, links: list[tuple[str, str, str, float]], t: int) -> None:
+        """Add (from, to, relationship, weight) links of a new signal at time t as edges (their
+        time: the later of the two ends, t for an end that is not a member), skipping known ones."""
+        keys, mine, st, members = self.edge_keys, self.edges, self.st, self.members
+        for a, b, rel, w in links:
+            key = (a, b, rel)
+            if key in keys:
+                continue
+            keys.add(key)
+            ta = members[a].time_ms if a in members else t
+            tb = members[b].time_ms if b in members else t
+            mine.append((a, b, rel, w, ta if ta > tb else tb))
             self.dirty = True
+            if st is not None:
+                if rel == "temporal" or rel == "same_asset":
+                    st.prox.append(w)
+                else:
+                    st.add_edge(a, b, rel, w)
+
+    def add_edges(self, edges: list[tuple[str, str, str, float, int]]) -> None:
+        """Add (from, to, relationship, weight, time) edges, skipping ones already there."""
+        keys, mine, st = self.edge_keys, self.edges, self.st
+        for e in edges:
+            key = e[:3]
+            if key in keys:
+                continue
+            keys.add(key)
+            mine.append(e)
+            self.dirty = True
+            if st is not None:
+                rel = e[2]
+                if rel == "temporal" or rel == "same_asset":
+                    st.prox.append(e[3])
+                else:
+                    st.add_edge(e[0], e[1], rel, e[3])
+
+
+class _AssetIndex:
+    """The entries of one asset's `asset_recent` deque sorted by (time, signal id), with a count
+    per facet, so temporal linking walks back from the signal's time and stops early. Derived
+    from the deque: never pickled."""
+
+    __slots__ = ("entries", "facets")
+
+    def __init__(self, entries=()) -> None:
+        self.entries: list[tuple[int, str, str, str]] = sorted(entries)
+        self.facets: dict[str, int] = {}
+        for e in self.entries:
+            self.facets[e[2]] = self.facets.get(e[2], 0) + 1
+
+    def insert(self, e: tuple) -> None:
+        lst = self.entries
+        if not lst or lst[-1] <= e:
+            lst.append(e)
+        else:
+            insort(lst, e)
+        self.facets[e[2]] = self.facets.get(e[2], 0) + 1
+
+    def remove(self, e: tuple) -> None:
+        lst = self.entries
+        del lst[bisect_left(lst, e)]
+        n = self.facets[e[2]] - 1
+        if n:
+            self.facets[e[2]] = n
+        else:
+            del self.facets[e[2]]
 
 
 def _settings(settings: DetectionSettings | CorrelationSettings | None) -> CorrelationSettings:
@@ -159,6 +406,18 @@ def _settings(settings: DetectionSettings | CorrelationSettings | None) -> Corre
     if isinstance(settings, DetectionSettings):
         return settings.correlation
     return settings
+
+
+def _time(e: tuple) -> int:
+    return e[0]
+
+
+def _time_id(m: Signal) -> tuple[int, str]:
+    return (m.time_ms, m.id)
+
+
+def _newest_first(e: tuple) -> tuple[int, str]:
+    return (-e[0], e[1])
 
 
 class Correlator:
@@ -172,6 +431,11 @@ class Correlator:
         self.asset_recent: dict[str, deque] = {}  # asset -> deque[(time, signal id, facet, domain)]
         self.pending: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()  # parent id -> children
         self.max_ms = 0
+        # Derived, not pickled: asset -> its asset_recent entries by time, and the entries taken
+        # out of that index because their signal left sig_group (signal id -> [(asset, entry)]),
+        # put back if the id is tracked again.
+        self.by_time: dict[str, _AssetIndex] = {}
+        self.parked: dict[str, list[tuple[str, tuple]]] = {}
 
     def __getstate__(self) -> dict:
         return {k: getattr(self, k) for k in ("settings", "groups", "sig_group", "corr_last", "asset_recent",
@@ -180,61 +444,79 @@ class Correlator:
     def __setstate__(self, st: dict) -> None:
         for k, v in st.items():
             setattr(self, k, v)
+        self.by_time = {a: _AssetIndex(dq) for a, dq in self.asset_recent.items()}
+        self.parked = {}
 
     # -- public API --------------------------------------------------------------------------
     def add(self, signal: Signal) -> list[Incident]:
         """Correlate one signal; returns incidents created or updated by it (and merge records)."""
         s = self.settings
-        if not s.enabled or signal.id in self.sig_group:
+        sid = signal.id
+        sig_group = self.sig_group
+        if not s.enabled or sid in sig_group:
             return []
-        self.max_ms = max(self.max_ms, signal.time_ms)
+        t = signal.time_ms
+        if t > self.max_ms:
+            self.max_ms = t
         links: list[tuple[str, str, str, float]] = []  # (from, to, relationship, weight)
         # (a) causal chain
         if signal.parent_id:
-            if signal.parent_id in self.sig_group:
-                links.append((signal.parent_id, signal.id, "parent_of", 1.0))
+            if signal.parent_id in sig_group:
+                links.append((signal.parent_id, sid, "parent_of", 1.0))
             else:
                 waiting = self.pending.setdefault(signal.parent_id, [])
                 if len(waiting) < s.max_members:
-                    waiting.append((signal.id, signal.time_ms))
+                    waiting.append((sid, t))
                 while len(self.pending) > s.max_tracked_signals:
                     self.pending.popitem(last=False)
-        for child, _t in self.pending.pop(signal.id, ()):
-            if child in self.sig_group:
-                links.append((signal.id, child, "parent_of", 1.0))
+        if self.pending:
+            for child, _t in self.pending.pop(sid, ()):
+                if child in sig_group:
+                    links.append((sid, child, "parent_of", 1.0))
         if signal.correlation_id:
             prev = self.corr_last.get(signal.correlation_id)
-            if prev is not None and prev in self.sig_group:
-                links.append((prev, signal.id, "same_correlation", 1.0))
-            self.corr_last[signal.correlation_id] = signal.id
+            if prev is not None and prev in sig_group:
+                links.append((prev, sid, "same_correlation", 1.0))
+            self.corr_last[signal.correlation_id] = sid
+        dom = domain_of(signal)
         # (b) temporal, same asset
         if signal.asset:
-            links.extend(self._temporal_links(signal))
+            links.extend(self._temporal_links(signal, dom))
         # groups involved
-        gids = sorted({self.sig_group[o] for a, b, _, _ in links for o in (a, b) if o != signal.id and o in self.sig_group},
-                      key=lambda g: (self.groups[g].opened_ms, g))
+        groups = self.groups
+        gset = set()
+        for a, b, _, _ in links:  # one end is this signal (not tracked yet), the other is tracked
+            gid = sig_group.get(b if a == sid else a)
+            if gid is not None:
+                gset.add(gid)
+        gids = list(gset)
+        if len(gids) > 1:
+            gids.sort(key=lambda g: (groups[g].opened_ms, g))
         out: list[Incident] = []
         if not gids:
             g = _Group(signal)
-            self.groups[g.id] = g
+            groups[g.id] = g
         else:
-            g = self.groups[gids[0]]
+            g = groups[gids[0]]
             for other in gids[1:]:
-                out.extend(self._merge(g, self.groups[other]))
+                out.extend(self._merge(g, groups[other]))
             if len(g.members) >= s.max_members:
                 g.overflow += 1  # counted, not stored or indexed
-                g.last_ms = max(g.last_ms, signal.time_ms)
+                if t > g.last_ms:
+                    g.last_ms = t
                 return out
-            g.members[signal.id] = signal
-            g.last_ms = max(g.last_ms, signal.time_ms)
-            g.start_ms = min(g.start_ms, signal.time_ms)
-            g.dirty = True
-        for a, b, rel, w in links:
-            ta = g.members[a].time_ms if a in g.members else signal.time_ms
-            tb = g.members[b].time_ms if b in g.members else signal.time_ms
-            g.add_edge(a, b, rel, w, max(ta, tb))
-        self._index(signal, g.id)
-        out.extend(self._bound(keep=g.id))
+            g.add_member(signal, dom)
+            if t > g.last_ms:
+                g.last_ms = t
+            if t < g.start_ms:
+                g.start_ms = t
+        if links:
+            g.add_links(links, t)
+        self._index(signal, g.id, dom)
+        if (len(sig_group) > s.max_tracked_signals or len(self.corr_last) > s.max_tracked_signals
+                or len(self.asset_recent) > max(s.max_tracked_signals // ASSET_RECENT, 1)
+                or len(groups) > s.max_open_incidents):
+            out.extend(self._bound(keep=g.id))
         inc = self._emit_if_ready(g, "open")
         if inc is not None:
             out.append(inc)
@@ -246,16 +528,18 @@ class Correlator:
         s = self.settings
         out: list[Incident] = []
         horizon = now_ms - s.window_ms
-        for gid in sorted(self.groups, key=lambda k: (self.groups[k].opened_ms, k)):
-            g = self.groups[gid]
-            if g.last_ms < horizon:
-                out.extend(self._close(g))
+        idle = [g for g in self.groups.values() if g.last_ms < horizon]
+        idle.sort(key=lambda g: (g.opened_ms, g.id))
+        for g in idle:
+            out.extend(self._close(g))
         for asset in list(self.asset_recent):
             dq = self.asset_recent[asset]
-            while dq and dq[0][0] < horizon:
-                dq.popleft()
+            if dq and dq[0][0] < horizon:
+                while dq and dq[0][0] < horizon:
+                    self._unindex(asset, dq.popleft())
             if not dq:
                 del self.asset_recent[asset]
+                del self.by_time[asset]
         stale = now_ms - s.pending_parent_ms
         for pid in [p for p, kids in self.pending.items() if all(t < stale for _, t in kids)]:
             del self.pending[pid]
@@ -273,14 +557,99 @@ class Correlator:
         return res
 
     # -- internals ---------------------------------------------------------------------------
-    def _temporal_links(self, signal: Signal) -> list[tuple[str, str, str, float]]:
-        s = self.settings
-        dq = self.asset_recent.get(signal.asset)
-        if not dq:
+    def _temporal_links(self, signal: Signal, dom: str) -> list[tuple[str, str, str, float]]:
+        """For each facet among the asset's recent signals, the latest one within `window_ms` of
+        the signal (either side) whose group is still open and would not span more than
+        `max_span_ms` with it; the MAX_TEMPORAL_LINKS latest of those (ties: smaller id first).
+        Walks the asset's entries from the signal's time back, newest first, so it stops after
+        enough facets instead of looking at every recent signal."""
+        idx = self.by_time.get(signal.asset)
+        if idx is None:
             return []
-        dom = domain_of(signal)
+        s = self.settings
+        lst = idx.entries
+        if not lst:
+            return []
+        T = signal.time_ms
+        W = s.window_ms
+        i = len(lst)
+        if lst[-1][0] > T + W:
+            i = bisect_right(lst, T + W, key=_time)
+        lo = T - W
+        max_span = s.max_span_ms
+        sg_get, groups_get = self.sig_group.get, self.groups.get
+        nfacets = len(idx.facets)
+        found: set[str] = set()
+        picked: list[tuple] = []  # the latest valid entry of each facet, newest first
+        n = 0
+        t_prev = t_last = -math.inf  # t_last: time of the MAX_TEMPORAL_LINKS-th pick (older facets miss the cut)
+        tie = False  # two picks at the same time: they are ordered by id (smaller first)
+        last_gid = None
+        ok = False
+        for e in (reversed(lst) if i == len(lst) else lst[i - 1::-1] if i else ()):
+            t = e[0]
+            if t < lo:
+                break
+            f = e[2]
+            if f in found:
+                continue
+            if t < t_last:
+                break
+            gid = sg_get(e[1])
+            if gid is None:  # no longer tracked: out of the index until it is again
+                idx.remove(e)
+                self.parked.setdefault(e[1], []).append((signal.asset, e))
+                continue
+            if gid is not last_gid:  # runs of entries usually share a group
+                last_gid = gid
+                g = groups_get(gid)
+                ok = g is not None and T - g.start_ms <= max_span
+            if not ok:
+                continue
+            found.add(f)
+            picked.append(e)
+            if t == t_prev:
+                tie = True
+            t_prev = t
+            n += 1
+            if n == nfacets:
+                break
+            if n == MAX_TEMPORAL_LINKS:
+                t_last = t
+        if tie:
+            picked.sort(key=_newest_first)
+            if len({e[1] for e in picked}) < n:
+                # one id under several facets (an id re-delivered with other content): such ties
+                # are ordered as in the deque, which the plain scan does
+                return self._temporal_links_scan(signal, dom)
+            del picked[MAX_TEMPORAL_LINKS:]
+        sid = signal.id
+        links = []
+        for t, other, _f, d in picked:
+            rel = "temporal" if d != dom else "same_asset"
+            gap = T - t if t < T else t - T
+            # weight: the proximity 1 - gap / W (in 0..1) rounded to 4 decimals. In integers
+            # (exactly the double round(1.0 - gap / W, 4) gives, as the proximity is never within
+            # a rounding error of a half unless it is exactly one: then round() decides)
+            q, r = divmod((W - gap) * 10000, W)
+            r += r
+            if r < W and W < 10**10:
+                w = q / 10000
+            elif r > W and W < 10**10:
+                w = (q + 1) / 10000
+            else:
+                w = round(1.0 - gap / W, 4)
+            if t < T or (t == T and other <= sid):
+                links.append((other, sid, rel, w))
+            else:
+                links.append((sid, other, rel, w))
+        return links
+
+    def _temporal_links_scan(self, signal: Signal, dom: str) -> list[tuple[str, str, str, float]]:
+        """`_temporal_links` by a plain scan of the asset's deque (reference; ties on one id)."""
+        s = self.settings
         best: dict[str, tuple[int, str, str]] = {}
-        for t, sid, f, d in dq:
+        for t, sid, f, d in self.asset_recent.get(signal.asset, ()):
             if abs(signal.time_ms - t) > s.window_ms or sid not in self.sig_group:
                 continue
             g = self.groups.get(self.sig_group[sid])
@@ -298,14 +667,38 @@ class Correlator:
             links.append((a, b, rel, round(max(proximity, 0.0), 4)))
         return links
 
-    def _index(self, signal: Signal, gid: str) -> None:
+    def _index(self, signal: Signal, gid: str, dom: str) -> None:
         self.sig_group[signal.id] = gid
-        if signal.asset:
-            dq = self.asset_recent.pop(signal.asset, None)  # re-inserted: least recently used first
+        if self.parked:
+            self._unpark(signal.id)
+        asset = signal.asset
+        if asset:
+            dq = self.asset_recent.pop(asset, None)  # re-inserted: least recently used first
             if dq is None:
                 dq = deque(maxlen=ASSET_RECENT)
-            self.asset_recent[signal.asset] = dq
-            dq.append((signal.time_ms, signal.id, facet_of(signal), domain_of(signal)))
+                idx = self.by_time[asset] = _AssetIndex()
+            else:
+                idx = self.by_time[asset]
+            self.asset_recent[asset] = dq
+            if len(dq) == dq.maxlen:
+                self._unindex(asset, dq[0])  # about to fall off the deque
+            e = (signal.time_ms, signal.id, f"{dom}:{signal.metric or signal.kind}", dom)
+            dq.append(e)
+            idx.insert(e)
+
+    def _unindex(self, asset: str, e: tuple) -> None:
+        """`e` left the asset's deque: drop it from the index, or from the parked entries."""
+        parked = self.parked.get(e[1])
+        if parked is not None and (asset, e) in parked:
+            parked.remove((asset, e))
+            if not parked:
+                del self.parked[e[1]]
+        else:
+            self.by_time[asset].remove(e)
+
+    def _unpark(self, sid: str) -> None:
+        for asset, e in self.parked.pop(sid, ()):
+            self.by_time[asset].insert(e)
 
     def _bound(self, keep: str = "") -> list[Incident]:
         """Enforce the memory limits; groups pushed out are closed (their final record returned)."""
@@ -316,29 +709,38 @@ class Correlator:
         while len(self.corr_last) > s.max_tracked_signals:  # dicts keep insertion order: oldest first
             del self.corr_last[next(iter(self.corr_last))]
         while len(self.asset_recent) > max(s.max_tracked_signals // ASSET_RECENT, 1):
-            del self.asset_recent[next(iter(self.asset_recent))]
+            asset = next(iter(self.asset_recent))
+            for e in self.asset_recent.pop(asset):
+                self._unindex(asset, e)
+            del self.by_time[asset]
         if len(self.groups) > s.max_open_incidents:
             excess = len(self.groups) - s.max_open_incidents
-            for gid in sorted((k for k in self.groups if k != keep), key=lambda k: (self.groups[k].last_ms, k))[:excess]:
-                out.extend(self._close(self.groups[gid]))
+            groups = self.groups
+            for gid in heapq.nsmallest(excess, (k for k in groups if k != keep), key=lambda k: (groups[k].last_ms, k)):
+                out.extend(self._close(groups[gid]))
         return out
 
     def _merge(self, keep: _Group, gone: _Group) -> list[Incident]:
         out: list[Incident] = []
+        max_members = self.settings.max_members
+        known = gone.st.dom if gone.st is not None else {}
         for sid, sig in gone.members.items():
-            if len(keep.members) < self.settings.max_members:
-                keep.members[sid] = sig
+            if len(keep.members) < max_members:
+                d = known.get(sid)
+                keep.add_member(sig, d if d is not None else domain_of(sig))
             else:
                 keep.overflow += 1
         keep.overflow += gone.overflow
-        for e in gone.edges:
-            keep.add_edge(*e)
+        keep.add_edges(gone.edges)
         keep.last_ms = max(keep.last_ms, gone.last_ms)
         keep.start_ms = min(keep.start_ms, gone.start_ms)
         keep.dirty = True
+        parked = self.parked
         for sid in gone.members:
             if sid in keep.members:
                 self.sig_group[sid] = keep.id
+                if parked and sid in parked:
+                    self._unpark(sid)
             else:
                 self.sig_group.pop(sid, None)
         if gone.emitted:
@@ -351,15 +753,27 @@ class Correlator:
     def _emit_if_ready(self, g: _Group, status: str) -> Incident | None:
         """Emit every change of a small incident (< SMALL_INCIDENT members); for a larger one only
         when its pattern, root cause or severity changes or its member count doubles, the rest waits
-        for the next emission or the close record (bounded output during alert storms)."""
+        for the next emission or the close record (bounded output during alert storms).
+        Decided from the group's running stats; the record is only built when it is emitted."""
         if not g.dirty:
             return None
+        n = len(g.members)
+        if not g.emitted:
+            if n < 2:
+                return None
+            st = g.stats()
+            if st.nfacets < 2 and not (st.parent_of or st.same_corr):
+                return None  # not an incident (yet): nothing emitted, version unchanged
+            if st.confidence(st.pattern()) < self.settings.min_confidence:
+                return None
+        elif n >= SMALL_INCIDENT and n < 2 * g.last_n:
+            st = g.stats()
+            pattern = st.pattern()
+            last = g.last_key
+            if pattern == last[0] and st.severity() == last[2] and self._root(g, st, pattern)[0] == last[1]:
+                return None
         inc = self._build(g, status, g.version + 1)
-        if inc is None:
-            return None  # not an incident (yet): nothing emitted, version unchanged
-        key = (inc.pattern, inc.root_cause_id, inc.severity)
-        n = len(inc.members)
-        if g.emitted and key == g.last_key and n >= SMALL_INCIDENT and n < 2 * g.last_n:
+        if inc is None:  # cannot happen (same rules as above); kept for safety
             return None
         self._mark_emitted(g, inc)
         return inc
@@ -388,80 +802,143 @@ class Correlator:
                 del self.sig_group[sid]
         self.groups.pop(g.id, None)
 
+    @staticmethod
+    def _root(g: _Group, st: _Stats, pattern: str) -> tuple[str, int]:
+        """Root cause id, and (for a causal root) how many members descend from it, else -1.
+
+        With parent_of edges: among members with no parent in the group that are a parent, the one
+        with the most descendants in the group (then earliest, then largest id). Otherwise the
+        highest prior for the pattern plus earliness bonus (ties: earliest, then largest id):
+        within a domain that is its earliest member, so only one candidate per domain is scored."""
+        if st.parent_of:
+            if st.croot is _UNSET:
+                st.croot = _causal_root(g.members, st.children)
+            if st.croot is not None:
+                return st.croot
+        prior = ROOT_PRIOR.get(pattern, {})
+        t0 = st.t_min
+        span = max(st.t_max - t0, 1)
+        best: tuple | None = None
+        for d, ds in st.doms.items():
+            t = ds[1]
+            k = (prior.get(d, 0.0) + EARLINESS_BONUS * (1.0 - (t - t0) / span), -t, ds[2])
+            if best is None or k > best:
+                best = k
+        return best[2], -1
+
     def _build(self, g: _Group, status: str, version: int) -> Incident | None:
         """The incident record for a group, or None if it does not qualify (yet)."""
         s = self.settings
-        members = sorted(g.members.values(), key=lambda m: (m.time_ms, m.id))
-        facets = {facet_of(m) for m in members}
-        causal = [e for e in g.edges if e[2] in ("parent_of", "same_correlation")]
+        st = g.stats()
         # once emitted, a group keeps being reported (so its close record is written too)
-        if not g.emitted and (len(members) < 2 or (len(facets) < 2 and not causal)):
+        if not g.emitted and (len(g.members) < 2 or (st.nfacets < 2 and not (st.parent_of or st.same_corr))):
             return None
-        domains = sorted({domain_of(m) for m in members})
-        pattern, pattern_reasons = _classify(members)
-        root, reasons = _root_cause(members, g.edges, pattern)
-        confidence = _confidence(members, g.edges, pattern, s.window_ms)
+        pattern = st.pattern()
+        confidence = st.confidence(pattern)
         if confidence < s.min_confidence and not g.emitted:
             return None
-        roles = _roles(members, g.edges, pattern, root)
-        impact = _impact(members)
-        sev = max((m.severity for m in members), key=severity_rank)
-        if len(domains) >= 3 and severity_rank(sev) < 4:
-            sev = SEVERITIES[severity_rank(sev) + 1]  # corroborated by three or more domains
-        edges = [IncidentEdge(incident_id=g.id, from_id=a, to_id=b, relationship=rel, weight=w, time_ms=t,
+        members = sorted(g.members.values(), key=_time_id)
+        dom_of = st.dom
+        root, n_desc = self._root(g, st, pattern)
+        best = g.members[root]
+        if n_desc >= 0:
+            reasons = [f"earliest ancestor of the causal chain: {best.source} {best.kind} is the parent of "
+                       f"{n_desc} member(s) through parent-event links"]
+        else:
+            reasons = _prior_reasons(members, best, dom_of[root], pattern)
+        # roles: root_cause; effect (causal descendants of the root, or in the pattern's effect
+        # domains: not required to come after the root, detection delays differ across sources);
+        # contributor (cause domains, or the root's domain); related (the rest)
+        desc = _descendants(root, st.children) if st.children else set()
+        effects = EFFECT_DOMAINS.get(pattern, frozenset())
+        prior = ROOT_PRIOR.get(pattern, {})
+        root_dom = dom_of[root]
+        by_dom = {d: ("effect" if d in effects else
+                      "contributor" if prior.get(d, 0.0) >= 0.5 or d == root_dom else "related") for d in st.doms}
+        gid = g.id
+        edges = [IncidentEdge(incident_id=gid, from_id=a, to_id=b, relationship=rel, weight=w, time_ms=t,
                               version=version) for a, b, rel, w, t in g.edges]
-        have = {(a, b) for a, b, rel, *_ in g.edges if rel == "parent_of"}
-        root_t = g.members[root].time_ms
+        have = set(st.children.get(root, ()))
+        root_t = best.time_ms
+        conf4 = round(confidence, 4)
+        out_members = []
         for m in members:
-            if roles[m.id] == "effect" and (root, m.id) not in have:
-                edges.append(IncidentEdge(incident_id=g.id, from_id=root, to_id=m.id, relationship="causes",
-                                          weight=round(confidence, 4), time_ms=max(root_t, m.time_ms),
-                                          version=version))
+            mid = m.id
+            if mid == root:
+                role = "root_cause"
+            elif mid in desc:
+                role = "effect"
+            else:
+                role = by_dom[dom_of[mid]]
+            if role == "effect" and mid not in have:
+                edges.append(IncidentEdge(incident_id=gid, from_id=root, to_id=mid, relationship="causes",
+                                          weight=conf4, time_ms=max(root_t, m.time_ms), version=version))
+            out_members.append(IncidentMember(signal_id=mid, role=role, source=m.source, kind=m.kind, asset=m.asset,
+                                              time_ms=m.time_ms, severity=m.severity, metric=m.metric,
+                                              value=m.value, score=m.score))
         return Incident(
-            id=g.id, version=version, status=status, pattern=pattern, confidence=round(confidence, 4),
-            severity=sev, opened_ms=g.opened_ms, start_ms=members[0].time_ms, end_ms=max(m.time_ms for m in members),
-            assets=sorted({m.asset for m in members if m.asset}),
-            members=[IncidentMember(signal_id=m.id, role=roles[m.id], source=m.source, kind=m.kind, asset=m.asset,
-                                    time_ms=m.time_ms, severity=m.severity, metric=m.metric, value=m.value,
-                                    score=m.score) for m in members],
-            impact=impact, root_cause_id=root, root_cause_reasons=reasons, pattern_reasons=pattern_reasons,
-            edges=edges, overflow=g.overflow)
+            id=gid, version=version, status=status, pattern=pattern, confidence=conf4,
+            severity=st.severity(), opened_ms=g.opened_ms, start_ms=st.t_min, end_ms=st.t_max,
+            assets=sorted(st.assets), members=out_members, impact=dict(st.impact), root_cause_id=root,
+            root_cause_reasons=reasons, pattern_reasons=_pattern_reasons(st, pattern), edges=edges,
+            overflow=g.overflow)
 
 
-def _classify(members: list[Signal]) -> tuple[str, list[str]]:
-    by_dom: dict[str, list[Signal]] = {}
-    for m in members:
-        by_dom.setdefault(domain_of(m), []).append(m)
-    doms = set(by_dom)
-    if "security" in doms:
-        kinds = sorted({m.metric or m.kind for m in by_dom["security"]})
-        others = sorted(doms - {"security"})
-        return "security_incident", [f"security signal(s): {', '.join(kinds)}"] + (
+def _pattern_reasons(st: _Stats, pattern: str) -> list[str]:
+    doms = st.doms
+    if pattern == "security_incident":
+        others = sorted(d for d in doms if d != "security")
+        return [f"security signal(s): {', '.join(sorted(st.what['security']))}"] + (
             [f"together with {', '.join(others)} signals"] if others else [])
-    if "compliance" in doms:
-        comp = by_dom["compliance"]
-        first = min(m.time_ms for m in comp)
-        later = sorted({d for d in doms - {"compliance", "change"} if any(m.time_ms >= first for m in by_dom[d])})
-        if len(comp) >= 2 or later:
-            reasons = [f"{len(comp)} compliance/policy signal(s)"]
-            if later:
-                reasons.append(f"followed by {', '.join(later)} signals")
-            return "compliance_cascade", reasons
-    if "cost" in doms:
-        drivers = sorted(doms & {"usage", "performance", "change"})
-        return "cost_impact", ["cost signal(s)"] + ([f"with {', '.join(drivers)} signals"] if drivers else [])
-    if "performance" in doms:
-        metrics = sorted({m.metric or m.kind for m in by_dom["performance"]})
-        return "performance_degradation", [f"performance signal(s): {', '.join(metrics)}"]
-    return "generic", [f"domains: {', '.join(sorted(doms))}"]
+    if pattern == "compliance_cascade":
+        comp = doms["compliance"]
+        later = sorted(d for d, ds in doms.items() if d not in ("compliance", "change") and ds[3] >= comp[1])
+        reasons = [f"{comp[0]} compliance/policy signal(s)"]
+        if later:
+            reasons.append(f"followed by {', '.join(later)} signals")
+        return reasons
+    if pattern == "cost_impact":
+        drivers = sorted(d for d in doms if d in ("usage", "performance", "change"))
+        return ["cost signal(s)"] + ([f"with {', '.join(drivers)} signals"] if drivers else [])
+    if pattern == "performance_degradation":
+        return [f"performance signal(s): {', '.join(sorted(st.what['performance']))}"]
+    return [f"domains: {', '.join(sorted(doms))}"]
 
 
-def _children(edges: list[tuple]) -> dict[str, list[str]]:
-    ch: dict[str, list[str]] = {}
-    for a, b, rel, *_ in edges:
-        if rel == "parent_of":
-            ch.setdefault(a, []).append(b)
-    return ch
+def _prior_reasons(members: list[Signal], best: Signal, dom: str, pattern: str) -> list[str]:
+    """Why `best` (chosen by prior and earliness) is the root cause; members sorted by time."""
+    prior = ROOT_PRIOR.get(pattern, {})
+    reasons = []
+    if prior:
+        reasons.append(f"{dom} signals are the most likely cause in a {pattern.replace('_', ' ')} (prior {prior.get(dom, 0.0):.1f})")
+    t0, bt = members[0].time_ms, best.time_ms
+    times = [m.time_ms for m in members]
+    first_later = bisect_right(times, bt)
+    if bt == t0:
+        reasons.append("earliest member of the incident")
+    if first_later < len(times):
+        lead_s = (times[first_later] - bt) // 1000
+        reasons.append(f"precedes {len(times) - first_later} other member(s), the first by {lead_s} s")
+    if t0 < bt:
+        lag_s = (bt - t0) // 1000
+        reasons.append(f"seen {lag_s} s after the first member (detection delays differ across sources)")
+    what = best.metric or best.kind
+    reasons.append(f"{best.source} {what}" + (f" on {best.asset}" if best.asset else ""))
+    return reasons
+
+
+def _causal_root(members: dict[str, Signal], children: dict[str, list[str]]) -> tuple[str, int] | None:
+    """Among members that are a parent and have no parent in the group: the one with the most
+    descendants in the group (then earliest, then largest id), with that count; None if none."""
+    has_parent = {b for a, kids in children.items() if a in members for b in kids}
+    best: tuple | None = None
+    for sid in children:
+        if sid in members and sid not in has_parent:
+            n = sum(1 for x in _descendants(sid, children) if x in members)
+            k = (n, -members[sid].time_ms, sid)
+            if best is None or k > best:
+                best = k
+    return None if best is None else (best[2], best[0])
 
 
 def _descendants(root: str, children: dict[str, list[str]]) -> set[str]:
@@ -473,103 +950,3 @@ def _descendants(root: str, children: dict[str, list[str]]) -> set[str]:
                 seen.add(c)
                 stack.append(c)
     return seen
-
-
-def _root_cause(members: list[Signal], edges: list[tuple], pattern: str) -> tuple[str, list[str]]:
-    ids = {m.id for m in members}
-    children = _children(edges)
-    has_parent = {b for a, b, rel, *_ in edges if rel == "parent_of" and a in ids}
-    if children:
-        roots = [m for m in members if m.id not in has_parent and m.id in children]
-        if roots:
-            best = max(roots, key=lambda m: (len(_descendants(m.id, children) & ids), -m.time_ms, m.id))
-            n = len(_descendants(best.id, children) & ids)
-            return best.id, [f"earliest ancestor of the causal chain: {best.source} {best.kind} is the parent of "
-                             f"{n} member(s) through parent-event links"]
-    prior = ROOT_PRIOR.get(pattern, {})
-    t0 = members[0].time_ms
-    span = max(members[-1].time_ms - t0, 1)
-    def score(m: Signal) -> tuple[float, int, str]:
-        return (prior.get(domain_of(m), 0.0) + EARLINESS_BONUS * (1.0 - (m.time_ms - t0) / span), -m.time_ms, m.id)
-    best = max(members, key=score)
-    reasons = []
-    dom = domain_of(best)
-    if prior:
-        reasons.append(f"{dom} signals are the most likely cause in a {pattern.replace('_', ' ')} (prior {prior.get(dom, 0.0):.1f})")
-    later = [m for m in members if m.time_ms > best.time_ms]
-    if best.time_ms == t0:
-        reasons.append("earliest member of the incident")
-    earlier = [m for m in members if m.time_ms < best.time_ms]
-    if later:
-        lead_s = (min(m.time_ms for m in later) - best.time_ms) // 1000
-        reasons.append(f"precedes {len(later)} other member(s), the first by {lead_s} s")
-    if earlier:
-        lag_s = (best.time_ms - members[0].time_ms) // 1000
-        reasons.append(f"seen {lag_s} s after the first member (detection delays differ across sources)")
-    what = best.metric or best.kind
-    reasons.append(f"{best.source} {what}" + (f" on {best.asset}" if best.asset else ""))
-    return best.id, reasons
-
-
-def _roles(members: list[Signal], edges: list[tuple], pattern: str, root: str) -> dict[str, str]:
-    ids = {m.id for m in members}
-    desc = _descendants(root, _children(edges)) & ids
-    effects = EFFECT_DOMAINS.get(pattern, frozenset())
-    prior = ROOT_PRIOR.get(pattern, {})
-    roles = {}
-    for m in members:
-        d = domain_of(m)
-        if m.id == root:
-            roles[m.id] = "root_cause"
-        elif m.id in desc or d in effects:
-            # not required to come after the root: detection delays differ across sources
-            roles[m.id] = "effect"
-        elif prior.get(d, 0.0) >= 0.5 or d == domain_of(next(x for x in members if x.id == root)):
-            roles[m.id] = "contributor"
-        else:
-            roles[m.id] = "related"
-    return roles
-
-
-def _confidence(members: list[Signal], edges: list[tuple], pattern: str, window_ms: int) -> float:
-    """Noisy-OR of evidence pieces (each in 0..1, independent):
-    - causal links: 0.8 with parent-event links, 0.6 with correlation-id links only;
-    - cross-source corroboration: 0.35 per extra domain plus 0.25 per extra facet within a domain
-      (capped at 0.7);
-    - time proximity of temporal links: 0.3 x mean link proximity (1 = same time, 0 = window apart);
-    - a seed pattern matched: 0.15;
-    - severity: 0.1 if any member is high or critical.
-    """
-    rels = {e[2] for e in edges}
-    ev = []
-    if "parent_of" in rels:
-        ev.append(0.8)
-    elif "same_correlation" in rels:
-        ev.append(0.6)
-    doms = {domain_of(m) for m in members}
-    facets = {facet_of(m) for m in members}
-    ev.append(min(0.7, 0.35 * (len(doms) - 1) + 0.25 * (len(facets) - len(doms))))
-    prox = [e[3] for e in edges if e[2] in ("temporal", "same_asset")]
-    if prox:
-        ev.append(0.3 * sum(prox) / len(prox))
-    if pattern != "generic":
-        ev.append(0.15)
-    if any(severity_rank(m.severity) >= 3 for m in members):
-        ev.append(0.1)
-    p = 1.0
-    for e in ev:
-        p *= 1.0 - max(0.0, min(e, 1.0))
-    return 1.0 - p
-
-
-def _impact(members: list[Signal]) -> dict[str, float]:
-    out = {"performance": 0.0, "cost": 0.0, "security": 0.0, "compliance": 0.0}
-    for m in members:
-        dim = IMPACT_OF.get(domain_of(m))
-        if dim is None:
-            continue
-        w = SEVERITY_WEIGHT.get(m.severity, 0.1)
-        if dim == "cost" and domain_of(m) == "usage":
-            w *= 0.5  # usage drives cost, indirectly
-        out[dim] = max(out[dim], round(w, 4))
-    return out

@@ -22,6 +22,10 @@ VIOLATION_TYPES = {"governance.violation", "violation.detected"}
 METRIC_NAMES = (*DIRECT, "requests", "errors", "security_findings", "policy_violations", "compliance_checks")
 
 
+# Event type -> 1 request, 2 policy violation, 3 compliance check (0: none of these).
+TYPE_CODE = {**{t: 1 for t in REQUEST_TYPES}, **{t: 2 for t in VIOLATION_TYPES}, **{t: 3 for t in COMPLIANCE_TYPES}}
+
+
 def _floats(column: list) -> np.ndarray:
     # None (SQL NULL) becomes NaN, which the aggregator skips.
     return np.array(column, dtype=np.float64)
@@ -29,18 +33,18 @@ def _floats(column: list) -> np.ndarray:
 
 def extract(columns: dict[str, list]) -> list[MetricValues]:
     """Per-metric value arrays (NaN = event does not contribute) for one batch of events."""
-    event_type = columns["event_type"]
-    n = len(event_type)
+    code_of = TYPE_CODE.get
+    code = np.array([code_of(t, 0) for t in columns["event_type"]], dtype=np.int8)
     source = np.array(columns["source"], dtype=object)
     out = [MetricValues(name, np.where(source == src, _floats(columns[name]), np.nan)) for name, src in DIRECT.items()]
-    is_error = np.array(columns["is_error"], dtype=np.float64)
-    request = np.fromiter((t in REQUEST_TYPES for t in event_type), dtype=bool, count=n)
+    request = code == 1
     out.append(MetricValues("requests", np.where(request, 1.0, np.nan)))
-    out.append(MetricValues("errors", np.where(request, is_error, np.nan)))
+    out.append(MetricValues("errors", np.where(request, np.array(columns["is_error"], dtype=np.float64), np.nan)))
     out.append(MetricValues("security_findings", np.where(source == "security", 1.0, np.nan)))
-    violation = np.fromiter((t in VIOLATION_TYPES for t in event_type), dtype=bool, count=n)
-    out.append(MetricValues("policy_violations", np.where(violation, 1.0, np.nan)))
-    check = np.fromiter((t in COMPLIANCE_TYPES for t in event_type), dtype=bool, count=n)
-    passed = np.fromiter((o.lower() in COMPLIANT for o in columns["outcome"]), dtype=bool, count=n)
-    out.append(MetricValues("compliance_checks", np.where(check, passed.astype(np.float64), np.nan)))
+    out.append(MetricValues("policy_violations", np.where(code == 2, 1.0, np.nan)))
+    checks = np.full(len(code), np.nan)
+    outcome = columns["outcome"]
+    for i in np.flatnonzero(code == 3).tolist():
+        checks[i] = 1.0 if outcome[i].lower() in COMPLIANT else 0.0
+    out.append(MetricValues("compliance_checks", checks))
     return out

@@ -2,8 +2,10 @@
 causal chains, determinism, bounded state and restart from a snapshot."""
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
+import random
 import sys
 from pathlib import Path
 
@@ -252,9 +254,10 @@ def test_alert_storm_emits_a_bounded_number_of_updates():
 
 
 # -- golden output on a long realistic stream -------------------------------------------------
-# tests/data/correlation_golden.jsonl was recorded from the original (pre-optimisation)
-# implementation; the correlator must keep producing exactly the same records for this stream.
-# The generator below is frozen with it: changing it (or the settings) invalidates the golden.
+# tests/data/correlation_golden.jsonl was recorded from the straightforward implementation (every
+# add rebuilt the group's incident) before `add` was optimised; the correlator must keep producing
+# exactly the same records for these streams. The generator and GOLDEN_RUNS are frozen with it.
+# Rewrite it (`python -m tests.test_correlation --write-golden`) only for an intended output change.
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "correlation_golden.jsonl"
 _KINDS = {
@@ -280,8 +283,6 @@ def realistic_signals(n: int, seed: int, assets: int = 40, rate_per_s: float = 2
     slightly out-of-order event times, anomalies at minute starts reported up to 3 minutes late,
     anomaly bursts (alert storms) on one asset, ~10% correlation ids (reused traces), parent
     chains (parent seen before, after, or never), and a few re-delivered duplicates."""
-    import random
-
     rng = random.Random(seed)
     names = [f"model-{i}" for i in range(assets)]
     aw = [1.0 / (i + 1) ** 1.1 for i in range(assets)]
@@ -352,8 +353,6 @@ def golden_records(name: str) -> list[list]:
     """Run one golden stream the way the flow does (flush at the watermark every batch, a
     snapshot/restore in the middle); one compact row per output record: position, id prefix,
     version, status, member count, root cause, and a digest of the full msgspec JSON."""
-    import hashlib
-
     settings, n, seed, assets, rate = GOLDEN_RUNS[name]
     sigs = realistic_signals(n, seed, assets, rate)
     c = Correlator(settings)
