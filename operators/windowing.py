@@ -53,13 +53,13 @@ class WindowAggregator:
         self.closed_floor_ms: int = NEVER
         self.series: list[SeriesKey] = []
         self.series_ids: dict[SeriesKey, int] = {}
-        self.sid = np.empty(0, dtype=np.int64)
-        self.start = np.empty(0, dtype=np.int64)
-        self.value = np.empty(0, dtype=np.float64)
+        # Open values as (series id, window start, value) column chunks, one per batch; a chunk
+        # is only touched again when one of its windows closes.
+        self.chunks: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # (earliest start, columns...)
 
     @property
     def has_open(self) -> bool:
-        return len(self.sid) > 0
+        return bool(self.chunks)
 
     def add(
         self,
@@ -89,7 +89,7 @@ class WindowAggregator:
         dim_of = np.fromiter((dim_ids.setdefault(d, len(dim_ids)) for d in dims), dtype=np.int64, count=n)
         dim_list = list(dim_ids)
         on_time = ~late_mask
-        sids, begins, values = [self.sid], [self.start], [self.value]
+        sids, begins, values = [], [], []
         for m, metric in enumerate(metrics):
             vals = np.asarray(metric.values, dtype=np.float64)
             use = on_time & ~np.isnan(vals)
@@ -102,7 +102,9 @@ class WindowAggregator:
             sids.append(to_global[inverse])
             begins.append(starts[use])
             values.append(vals[use])
-        self.sid, self.start, self.value = np.concatenate(sids), np.concatenate(begins), np.concatenate(values)
+        if sids:
+            begin = np.concatenate(begins)
+            self.chunks.append((int(begin.min()), np.concatenate(sids), begin, np.concatenate(values)))
         return late
 
     def _series_id(self, key: SeriesKey) -> int:
@@ -119,17 +121,22 @@ class WindowAggregator:
     def close_all(self) -> list[WindowMetric]:
         """End of input or idle: close everything open; later arrivals for them are late."""
         if self.has_open:
-            self.closed_floor_ms = max(self.closed_floor_ms, int(self.start.max()) + self.window_ms)
+            last = max(int(start.max()) for _, _, start, _ in self.chunks)
+            self.closed_floor_ms = max(self.closed_floor_ms, last + self.window_ms)
         return self._close(2**62)
 
     def _close(self, horizon: int) -> list[WindowMetric]:
         """Summarise every open window starting at or before `horizon`, all series at once."""
-        ready = self.start <= horizon
-        if not ready.any():
+        closing = [c for c in self.chunks if c[0] <= horizon]
+        if not closing:
             return []
-        sid, start, v = self.sid[ready], self.start[ready], self.value[ready]
-        keep = ~ready
-        self.sid, self.start, self.value = self.sid[keep], self.start[keep], self.value[keep]
+        self.chunks = [c for c in self.chunks if c[0] > horizon]
+        sid, start, v = (np.concatenate(parts) for parts in list(zip(*closing))[1:])
+        ready = start <= horizon
+        if not ready.all():
+            keep = ~ready
+            self.chunks.append((int(start[keep].min()), sid[keep], start[keep], v[keep]))
+            sid, start, v = sid[ready], start[ready], v[ready]
         # Output order: by window, then series name — deterministic for any batch history.
         names = [(k.metric, k.model, k.endpoint, k.team) for k in self.series]
         rank = np.empty(len(names), dtype=np.int64)
