@@ -534,9 +534,8 @@ class Correlator:
             out.extend(self._close(g))
         for asset in list(self.asset_recent):
             dq = self.asset_recent[asset]
-            if dq and dq[0][0] < horizon:
-                while dq and dq[0][0] < horizon:
-                    self._unindex(asset, dq.popleft())
+            while dq and dq[0][0] < horizon:
+                self._unindex(asset, dq.popleft())
             if not dq:
                 del self.asset_recent[asset]
                 del self.by_time[asset]

@@ -407,10 +407,13 @@ def test_indexed_temporal_links_match_the_plain_scan():
     (some with other content) and several facets at one time."""
     sigs = realistic_signals(3000, 21, 8, 3.0)
     rng = random.Random(5)
-    sigs += [Signal(id=s.id, time_ms=s.time_ms, source="anomaly", kind="spike", asset=s.asset, metric="errors")
-             for s in rng.sample(sigs, 100)]  # same id, other content
-    rng.shuffle(sigs)
-    settings = CorrelationSettings(max_members=12, max_open_incidents=30, max_tracked_signals=400)
+    for i in sorted(rng.sample(range(len(sigs) - 100), 300), reverse=True):
+        # re-delivered soon with other content, often after the first copy's group was pushed out
+        s = sigs[i]
+        again = Signal(id=s.id, time_ms=s.time_ms, source="anomaly", kind="spike", asset=s.asset,
+                       metric=rng.choice(("errors", "cost_usd")))
+        sigs.insert(i + rng.randint(20, 80), again)
+    settings = CorrelationSettings(max_members=12, max_open_incidents=4, max_tracked_signals=400)
     c = Correlator(settings)
     for i, s in enumerate(sigs):
         if s.asset:
