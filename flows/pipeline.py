@@ -7,7 +7,6 @@ HUB_* environment variables, Kafka input required).
 from __future__ import annotations
 
 import sys
-import time
 from datetime import timedelta
 
 import bytewax.operators as op
@@ -87,7 +86,3 @@ def get_flow() -> Dataflow:
 
 def epoch(cfg: HubConfig) -> timedelta:
     return timedelta(seconds=cfg.recovery.snapshot_interval_s)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
