@@ -182,6 +182,16 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def _describe(err: msgspec.ValidationError) -> str:
     """msgspec says `... - at `$.kafka.batch_size``; operators want `kafka.batch_size: ...`."""
     msg = str(err)
@@ -208,7 +218,8 @@ def load_config(
         if value is not None:
             _set_path(data, dotted, value)
     try:
-        cfg = msgspec.convert(data, HubConfig, strict=False)
+        # Over the defaults, key by key: setting one metric's detector keeps every other default.
+        cfg = msgspec.convert(_deep_merge(msgspec.to_builtins(HubConfig()), data), HubConfig, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid config ({file}): {_describe(exc)}") from None
     _validate(cfg)

@@ -66,3 +66,12 @@ def test_secrets_refused_in_file_and_masked_when_from_env(tmp_path):
     shown = masked(cfg)
     assert shown["clickhouse"]["password"] == "***" and shown["kafka"]["sasl_password"] == "***"
     assert "hunter2" not in repr(shown)
+
+
+def test_one_metric_override_keeps_the_other_metric_defaults(tmp_path):
+    p = write(tmp_path, "[detection.anomaly.metrics.latency_ms]\nsensitivity = 2.0\n")
+    cfg = load_config(p, environ={})
+    metrics = cfg.detection.anomaly.metrics
+    assert metrics["latency_ms"].sensitivity == 2.0
+    assert metrics["latency_ms"].types == load_config(environ={}).detection.anomaly.metrics["latency_ms"].types
+    assert metrics["requests"].types == ["frequency_change"]
