@@ -89,6 +89,8 @@ class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True):
     metrics_1d_days: int = 365
     metrics_1w_days: int = 730
     metrics_1mo_days: int = 1825
+    anomalies_days: int = 365
+    incidents_days: int = 365
 
 
 class RecoverySettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -29,6 +29,9 @@ RETENTION = {
     "dead_letters": ("toDateTime(ingest_time)", "dead_letters_days"),
     "late_events": ("toDateTime(detected_at)", "late_events_days"),
     **{f"metrics_{g}": ("window_start", f"metrics_{g}_days") for g in ("1m", "5m", "15m", "1h", "6h", "1d", "1w", "1mo")},
+    "anomalies": ("toDateTime(window_start)", "anomalies_days"),
+    "incidents": ("toDateTime(opened_at)", "incidents_days"),
+    "incident_edges": ("toDateTime(time)", "incidents_days"),
 }
 
 
