@@ -33,6 +33,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ports import free_port, port_free
+
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 # A clean stop waits for idle keep-alive connections to time out (ClickHouse's default of
@@ -69,12 +71,6 @@ class Server:
     def log(self) -> Path:
         return self.run_dir / "server.log"
 
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(data_dir: Path, port: int, run_dir: Path, keep_alive_s: int = KEEP_ALIVE_S) -> None:
@@ -153,16 +149,6 @@ def _is_our_server(server: Server) -> bool:
         return False
     return b"serve" in cmdline and cwd == str(server.run_dir)  # serve chdirs to its run dir
 
-
-def port_free(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:port (TIME_WAIT leftovers do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _serves_path(port: int, data_dir: Path) -> bool:

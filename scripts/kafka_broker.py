@@ -33,6 +33,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ports import free_port, port_free
+
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 START_TIMEOUT_S = 60.0
@@ -130,22 +132,6 @@ def java_bin() -> str:
     return java
 
 
-def free_port() -> int:
-    """A port on 127.0.0.1 that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:port (TIME_WAIT leftovers do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _read_props(path: Path) -> dict[str, str]:
@@ -300,7 +286,7 @@ def start(dir: str | os.PathLike[str] | None = None, timeout_s: float = START_TI
         port = int(props["listeners"].split(",")[0].rsplit(":", 1)[1])
         cport = int(props["controller.quorum.voters"].rsplit(":", 1)[1])
         for p in (port, cport):
-            if not _port_free(p):
+            if not port_free(p):
                 raise BrokerError(f"port {p} of the broker in {work} is taken by another process")
     else:
         port = free_port()

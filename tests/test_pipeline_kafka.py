@@ -96,7 +96,7 @@ def test_sigkill_and_restart_gives_the_same_results(kafka_bootstrap, tmp_path, c
     first.kill()
     mid = query(settings, "SELECT count() FROM events FINAL")[0][0]
     assert mid < expected["events"][0][0], "killed too late to test recovery"
-    from clickhouse_server import free_port
+    from ports import free_port
 
     metrics_port = free_port()
     second = HubProcess(args, {**worker_env, "HUB_METRICS__PORT": str(metrics_port)}, log).start()
@@ -152,7 +152,7 @@ def _has_events_table(settings) -> bool:
 
 
 def test_two_processes_on_four_partitions_match_one(kafka_bootstrap, tmp_path, clickhouse_server):
-    from clickhouse_server import free_port
+    from ports import free_port
 
     from config.settings import RetentionSettings
     from connectors.migrations import migrate
