@@ -91,7 +91,7 @@ def test_sigkill_and_restart_gives_the_same_results(kafka_bootstrap, tmp_path, c
     worker_env = {**fast_env(env), "HUB_CLICKHOUSE__DATABASE": "crashed"}
     log = tmp_path / "crashed.log"
     first = HubProcess(args, worker_env, log).start()
-    wait_for(lambda: query(settings, "SELECT count() FROM events")[0][0] >= 30_000
+    wait_for(lambda: query(settings, "SELECT count() FROM events")[0][0] >= 50_000
              if _has_events_table(settings) else False, 120, "the first worker to be mid-stream", 0.05)
     first.kill()
     mid = query(settings, "SELECT count() FROM events FINAL")[0][0]
@@ -106,7 +106,7 @@ def test_sigkill_and_restart_gives_the_same_results(kafka_bootstrap, tmp_path, c
         # accepted clearly fewer events than the whole topic holds.
         resumed = scrape(metrics_port, "hub_events_total")
         total = expected["events"][0][0]
-        assert 0 < resumed < total - mid // 2, (resumed, total, mid)
+        assert 0 < resumed < total - mid // 4, (resumed, total, mid)
     finally:
         second.stop()
 
