@@ -1,12 +1,15 @@
-"""Bounded inputs for the embedded default: JSON-lines files (or stdin) and the synthetic generator."""
+"""Inputs for the embedded default: JSON-lines files (or stdin) and the synthetic generator."""
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors import shutdown
 from operators.shard import RawBatch
 from operators.synthetic import generate
 from schemas.raw import RawMessage
@@ -29,6 +32,9 @@ class _LinesPartition(StatefulSourcePartition[RawBatch, int]):
     def next_batch(self) -> Iterable[RawBatch]:
         if self.done:
             raise StopIteration
+        if shutdown.requested.is_set():
+            self.done = True
+            return [RawBatch(self.shard, [], final=True)]
         messages = []
         for raw in self.stream:
             self.line += 1
@@ -62,18 +68,36 @@ class FileSource(FixedPartitionedSource[RawBatch, tuple]):
 
 
 class _SyntheticPartition(StatefulSourcePartition[RawBatch, int]):
+    """Bounded (`total` events as fast as possible, event times spread at `rate`) or live
+    (`total=None`: one second of traffic per chunk, paced to the wall clock, until stopped)."""
+
     def __init__(self, total: int | None, batch_size: int, seed: int, start_ms: int, rate: float, resume: int | None):
-        self.total, self.batch_size, self.seed, self.start_ms, self.rate = total, batch_size, seed, start_ms, rate
+        self.total, self.seed, self.start_ms, self.rate = total, seed, start_ms, rate
+        self.chunk_size = batch_size if total is not None else max(1, int(rate))
         self.chunk = resume or 0
+        self.stopped = False
+
+    def _chunk_start_ms(self) -> int:
+        return self.start_ms + int(self.chunk * self.chunk_size / self.rate * 1000)
+
+    def next_awake(self) -> datetime | None:
+        if self.total is not None:
+            return None
+        return datetime.fromtimestamp(self._chunk_start_ms() / 1000 + self.chunk_size / self.rate, tz=timezone.utc)
 
     def next_batch(self) -> Iterable[RawBatch]:
-        produced = self.chunk * self.batch_size
-        if self.total is not None and produced >= self.total:
+        produced = self.chunk * self.chunk_size
+        if self.stopped or (self.total is not None and produced >= self.total):
             raise StopIteration
-        n = self.batch_size if self.total is None else min(self.batch_size, self.total - produced)
+        if shutdown.requested.is_set():
+            self.stopped = True
+            return [RawBatch("synthetic", [], final=True)]
+        start = self._chunk_start_ms()
+        n = self.chunk_size if self.total is None else min(self.chunk_size, self.total - produced)
+        if self.total is None and start + n / self.rate * 1000 > time.time() * 1000:
+            return []  # live mode: this second of traffic has not happened yet
         # Each chunk is generated from its own seed and start time, so a resumed run regenerates
         # exactly what a crash-free run would have.
-        start = self.start_ms + int(produced / self.rate * 1000)
         payloads = generate(n, seed=self.seed * 1_000_003 + self.chunk, start_ms=start, rate_per_s=self.rate)
         messages = [RawMessage(value=p, topic="synthetic", partition=0, offset=produced + i) for i, p in enumerate(payloads)]
         self.chunk += 1

@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from confluent_kafka.admin import AdminClient
 
 from config.errors import HubError
+from connectors import shutdown
 from operators.shard import RawBatch
 from schemas.raw import RawMessage
 
@@ -61,7 +62,8 @@ class _PartitionReader(StatefulSourcePartition[RawBatch, int]):
         self.finished = False
 
     def next_batch(self) -> Iterable[RawBatch]:
-        if self.finished:
+        if self.finished or shutdown.requested.is_set():
+            # On a stop request open windows stay open: they live on in the recovery snapshot.
             raise StopIteration
         if self.end is not None and self.next_offset is not None and self.next_offset >= self.end:
             self.finished = True

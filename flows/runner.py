@@ -12,7 +12,7 @@ from bytewax.recovery import RecoveryConfig
 
 from config.errors import HubError
 from config.settings import HubConfig, kafka_client_config
-from connectors import worker_metrics
+from connectors import shutdown, worker_metrics
 from connectors.clickhouse import connect, is_embedded
 from connectors.file_source import FileSource, SyntheticSource
 from connectors.kafka_source import KafkaUnavailable, check_broker
@@ -78,6 +78,7 @@ def run(args: argparse.Namespace, cfg: HubConfig) -> int:
     print(f"hub run: reading {label}; writing to {cfg.clickhouse.dsn}", file=sys.stderr, flush=True)
     started = time.monotonic()
     addresses = args.addresses.split(";") if args.addresses else None
+    shutdown.install()
     with worker_metrics.Progress():
         cli_main(flow, workers_per_process=args.workers, process_id=args.process_id, addresses=addresses,
                  epoch_interval=epoch(cfg), recovery_config=recovery)

@@ -201,3 +201,18 @@ def test_high_severity_anomalies_and_incidents_reach_the_alerts_topic(kafka_boot
     assert all(a["model"] == "gpt-4o" and a["severity"] in ("high", "critical") for a in spikes)
     incident = next(a["incident"] for a in alerts if a["kind"] == "incident")
     assert "gpt-4o" in incident["assets"] and incident["root_cause_id"]
+
+
+def test_sigterm_stops_a_tailing_worker_cleanly(kafka_bootstrap, tmp_path, clickhouse_server):
+    env = topic_env(kafka_bootstrap)
+    produce(kafka_bootstrap, env["HUB_KAFKA__TOPICS__TELEMETRY"], synthetic(5_000, seed=11))
+    server = clickhouse_server.start(tmp_path / "ch")
+    settings = http_settings(server.port)
+    log = tmp_path / "term.log"
+    worker = HubProcess(["--clickhouse", f"http://127.0.0.1:{server.port}"], fast_env(env), log).start()
+    wait_for(lambda: _has_events_table(settings) and query(settings, "SELECT count() FROM events")[0][0] > 0,
+             120, "the worker to store events")
+    worker.proc.terminate()
+    assert worker.wait(60) == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    assert "hub run: done" in text and "Traceback" not in text and "BytewaxRuntimeError" not in text
