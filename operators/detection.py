@@ -46,9 +46,16 @@ class DetectionState:
         self.pending: dict[tuple[SeriesKey, int], WindowMetric] = {}
         self.latest_start: dict[SeriesKey, int] = {}
         self.shard_progress: dict[str, int] = {}
+        self.shards_seen: set[str] = set()
+        self.shards_done: set[str] = set()
 
     def step(self, shard: str, windows: list[WindowMetric], signals: list[Signal], final: bool) -> DetectionOutput:
         out = DetectionOutput()
+        self.shards_seen.add(shard)
+        if final:
+            self.shards_done.add(shard)
+        # The end of one shard is not the end of the input: flush only when every shard ended.
+        final = self.shards_done >= self.shards_seen
         ready: list[WindowMetric] = []
         for w in windows:
             key = (w.series, w.window_start_ms)

@@ -1,0 +1,49 @@
+"""The flow's detection step: shard partials merged per series window, flushed only at the end."""
+from __future__ import annotations
+
+from config.detection import DetectionSettings
+from operators.detection import DetectionState, is_signal, signals_from_columns
+from schemas.metrics import SeriesKey, WindowMetric
+
+KEY = SeriesKey("latency_ms", "gpt-4o", "/v1/chat", "search")
+
+
+def window(start_min: int, count: int, shard: str) -> WindowMetric:
+    return WindowMetric(series=KEY, window_start_ms=start_min * 60_000, window_ms=60_000, count=count,
+                        sum=100.0 * count, min=100.0, max=100.0, sumsq=10_000.0 * count, hist={230: count}, shard=shard)
+
+
+def test_partials_of_one_window_are_merged_before_scoring():
+    state = DetectionState(DetectionSettings())
+    state.step("p0", [window(0, 3, "p0")], [], False)
+    state.step("p1", [window(0, 4, "p1")], [], False)
+    merged = state.pending[(KEY, 0)]
+    assert merged.count == 7 and merged.hist == {230: 7}
+    state.step("p0", [window(1, 2, "p0")], [], False)  # a later window releases window 0
+    assert (KEY, 0) not in state.pending and (KEY, 60_000) in state.pending
+    assert len(state.bank) == 1  # the merged window reached the detector
+
+
+def test_one_shard_ending_does_not_flush_the_others():
+    state = DetectionState(DetectionSettings())
+    state.step("p0", [window(0, 3, "p0")], [], False)
+    state.step("p1", [window(0, 4, "p1")], [], False)
+    state.step("p0", [], [], True)
+    assert (KEY, 0) in state.pending
+    state.step("p1", [], [], True)
+    assert not state.pending
+
+
+def test_only_noteworthy_events_become_signals():
+    assert not is_signal("telemetry.request", "high", "")
+    assert not is_signal("policy.evaluated", "info", "allowed")
+    assert is_signal("policy.evaluated", "info", "denied")
+    assert is_signal("security.threat", "medium", "")
+    assert is_signal("version.promoted", "info", "")
+    cols = {"event_id": ["a", "b"], "event_time": [1, 2], "source": ["security", "telemetry"],
+            "event_type": ["security.threat", "telemetry.request"], "severity": ["high", "high"],
+            "outcome": ["", ""], "model": ["gpt-4o", "gpt-4o"], "asset_id": ["", ""], "correlation_id": ["c1", ""],
+            "parent_event_id": ["", ""], "cost_usd": [None, None], "category": ["prompt_injection", ""],
+            "team": ["search", ""]}
+    [signal] = signals_from_columns(cols)
+    assert (signal.id, signal.asset, signal.correlation_id, signal.severity) == ("a", "gpt-4o", "c1", "high")
