@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from confluent_kafka.admin import AdminClient
 
 from config.errors import HubError
-from connectors import shutdown
+from connectors import shutdown, worker_metrics
 from operators.shard import RawBatch
 from schemas.raw import RawMessage
 
@@ -77,6 +77,7 @@ class _PartitionReader(StatefulSourcePartition[RawBatch, int]):
                     continue
                 if err.fatal():
                     raise KafkaException(err)
+                worker_metrics.KAFKA_ERRORS.labels(topic=self.topic, code=err.name()).inc()
                 continue
             offset = m.offset()
             if self.end is not None and offset >= self.end:
