@@ -106,8 +106,12 @@ class _CountedSource(KafkaBatchSource):
                               self.starting_offset, False, )
 
 
+BATCH_SIZE = 2000
+
+
 def hub_config(bootstrap: str, topic: str, store: str):
     env = {
+        "HUB_KAFKA__BATCH_SIZE": str(BATCH_SIZE),
         "HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "HUB_KAFKA__TOPICS__TELEMETRY": topic,
         "HUB_CLICKHOUSE__DSN": f"chdb://{store}",
@@ -201,10 +205,13 @@ def main() -> int:
     ap.add_argument("--bootstrap", help="use this broker instead of starting one")
     ap.add_argument("--latency-events", type=int, default=300_000)
     ap.add_argument("--latency-rate", type=float, default=15_000.0)
+    ap.add_argument("--batch-size", type=int, default=2000, help="messages per flow batch (kafka.batch_size)")
     ap.add_argument("--produce-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--topic", help=argparse.SUPPRESS)
     ap.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global BATCH_SIZE
+    BATCH_SIZE = args.batch_size
     if args.produce_only:
         produce(args.bootstrap, args.topic, args.events, seed=99, rate=args.rate)
         return 0
