@@ -82,3 +82,20 @@ def test_migrate_status_lists_pending_then_applied(chdb_dsn, capsys):
     assert main(["migrate", "--status", "--clickhouse", chdb_dsn]) == 0
     out = capsys.readouterr().out
     assert "pending" not in out and "0001_core  applied" in out
+
+
+def test_run_reads_stdin(tmp_path):
+    import time as _time
+
+    now = int(_time.time() * 1000) - 120_000
+    lines = "\n".join(json.dumps({"event_type": "telemetry.request", "event_id": f"s{i}", "event_time": now + i,
+                                  "source": "telemetry", "payload": {"model": "m", "latency_ms": 10 + i}})
+                      for i in range(20)) + "\nnot json\n"
+    dsn = f"chdb://{tmp_path}/store"
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--input", "-", "--clickhouse", dsn],
+                       input=lines, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "20 events" in r.stderr and "1 dead letters" in r.stderr
+    out = hub("query", "--clickhouse", dsn, "--format", "csv",
+              "SELECT (SELECT count() FROM events), (SELECT count() FROM dead_letters)")
+    assert out.stdout.splitlines()[1] == "20,1"
