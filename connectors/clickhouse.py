@@ -62,7 +62,25 @@ def connect(settings: ClickHouseSettings) -> Client:
     except StoreError:
         raise
     except Exception as exc:  # clickhouse-connect raises several types for one cause
+        if is_embedded(dsn) and _locked_by_other_process(chdb_path(dsn)):
+            raise StoreError(f"the embedded store {chdb_path(dsn)} is in use by another process (a running `hub run`?); "
+                             "stop it first, or serve the data over HTTP and use an http:// DSN") from None
         raise StoreError(f"cannot connect to ClickHouse at {redact(dsn)}: {first_line(exc)}") from None
+
+
+def _locked_by_other_process(path: str) -> bool:
+    """ClickHouse holds an exclusive lock on DIR/status while an engine has the directory open."""
+    import fcntl
+
+    try:
+        with open(Path(path) / "status", "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def redact(dsn: str) -> str:

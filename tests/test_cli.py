@@ -99,3 +99,18 @@ def test_run_reads_stdin(tmp_path):
     out = hub("query", "--clickhouse", dsn, "--format", "csv",
               "SELECT (SELECT count() FROM events), (SELECT count() FROM dead_letters)")
     assert out.stdout.splitlines()[1] == "20,1"
+
+
+def test_store_in_use_by_a_running_worker_is_named(tmp_path):
+    from connectors.clickhouse import _locked_by_other_process
+    from tests.helpers import HubProcess, wait_for
+
+    store = tmp_path / "store"
+    worker = HubProcess(["--clickhouse", f"chdb://{store}"], {}, tmp_path / "run.log").start()
+    try:
+        wait_for(lambda: _locked_by_other_process(str(store)), 60, "the worker to open its store")
+        r = hub("query", "--clickhouse", f"chdb://{store}", "SELECT 1")
+        assert r.returncode == 1
+        assert r.stderr.strip().splitlines()[-1].startswith(f"hub query: error: the embedded store {store} is in use")
+    finally:
+        worker.stop()
