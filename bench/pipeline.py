@@ -103,7 +103,7 @@ class _CountedSource(KafkaBatchSource):
     def build_part(self, step_id, for_part, resume_state):
         topic, _, partition = for_part.rpartition("#")
         return _CountedReader(self.conf, topic, int(partition), resume_state, self.batch_size,
-                              self.starting_offset, False, )
+                              self.starting_offset, False)
 
 
 BATCH_SIZE = 2000

@@ -45,7 +45,13 @@ def choose_source(args: argparse.Namespace, cfg: HubConfig):
         for t in missing:
             print(f"hub run: note: topic {t} does not exist yet; not reading it", file=sys.stderr)
         return kafka_source(cfg, stop_at_end=args.until_end), f"Kafka {cfg.kafka.bootstrap_servers}"
-    start_ms = int(time.time() * 1000) - (args.events or 0) * 1000 // max(int(args.rate), 1)
+    if args.rate <= 0:
+        raise RunError("--rate must be > 0")
+    span_s = (args.events or 0) / args.rate
+    if span_s >= cfg.normalization.max_event_age_s:
+        raise RunError(f"--events {args.events} at --rate {args.rate:g}/s spans {span_s / 86400:.1f} days of event time, "
+                       f"more than normalization.max_event_age_s allows; raise --rate")
+    start_ms = int(time.time() * 1000 - span_s * 1000)
     label = f"synthetic generator ({args.events:,} events)" if args.events else "synthetic generator (Ctrl-C to stop)"
     return SyntheticSource(args.events, cfg.kafka.batch_size, args.seed, start_ms, args.rate), label
 

@@ -19,7 +19,6 @@ COMPLIANT = {"passed", "pass", "compliant", "allowed", "allow", "verified", "suc
 REQUEST_TYPES = {"telemetry.request", "telemetry.latency", "telemetry.error"}
 COMPLIANCE_TYPES = {"governance.compliance", "compliance.verified", "policy.evaluated"}
 VIOLATION_TYPES = {"governance.violation", "violation.detected"}
-METRIC_NAMES = (*DIRECT, "requests", "errors", "security_findings", "policy_violations", "compliance_checks")
 
 
 # Event type -> 1 request, 2 policy violation, 3 compliance check (0: none of these).

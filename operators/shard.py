@@ -47,7 +47,6 @@ class ShardOutput:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     late_rows: list[list] = field(default_factory=list)
     windows: list[WindowMetric] = field(default_factory=list)
-    duplicates: int = 0
     final: bool = False
     # Events the correlator should see (security findings, violations, budget alerts, ...).
     signals: list[Signal] = field(default_factory=list)
@@ -75,7 +74,6 @@ def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_clo
         out.dead_letters = normalized.dead_letters
         kept, dropped = state.dedup.filter(normalized.events)
         if dropped:
-            out.duplicates = dropped
             out.dead_letters = out.dead_letters + _duplicate_letters(normalized.events, kept, batch.shard, now_ms,
                                                                      state.duplicates_seen)
             state.duplicates_seen += dropped

@@ -15,11 +15,10 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from config.settings import ClickHouseSettings
+from config.settings import SOURCES, ClickHouseSettings
 from connectors.clickhouse import connect
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("telemetry", "security", "cost", "governance", "registry", "policy")
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
