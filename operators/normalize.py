@@ -270,15 +270,17 @@ class Normalizer:
         """Decode + validate + normalize a batch. Never raises on message contents.
 
         Events come out in input order (the window step's lateness verdicts depend on it, and a
-        replay must reach the same verdicts whatever its batch boundaries). Consecutive messages
-        of one wire format run through that format's tight loop together.
+        replay must reach the same verdicts whatever its batch boundaries). One pass, with the
+        two JSON envelopes inlined: formats interleave message by message in a mixed topic.
         """
         now = int(time.time() * 1000) if now_ms is None else now_ms
         st = _Batch(now, now - self._max_age, now + self._max_future)
-        runs: list[tuple[str | None, list[RawMessage]]] = []
+        events = st.events
         topic_fmt = self._topic_fmt
         first_key = _FIRST_KEY_FORMAT
         mapped = self._mapped
+        hub_decode, hub_event = self._hub.decode, self._hub_event
+        base_decode, base_event = self._base.decode, self._base_event
         for m in messages:
             try:
                 v = m.value
@@ -292,68 +294,36 @@ class Normalizer:
                     else:
                         fmt = detect_format(v)
                 if mapped and self._needs_mapping(m, fmt):
-                    fmt = "mapped:" + str(fmt)
-                if runs and runs[-1][0] == fmt:
-                    runs[-1][1].append(m)
-                else:
-                    runs.append((fmt, [m]))
-            except Exception as exc:  # noqa: BLE001 - never stop the flow (e.g. value is not bytes)
-                self._internal_error(m, exc, st)
-        for fmt, run in runs:
-            if fmt == "hub":
-                self._hub_group(run, st)
-            elif fmt == "base":
-                self._base_group(run, st)
-            else:
-                for m in run:
+                    self._slow_json(m, fmt, st, None)
+                elif fmt == "hub":
                     try:
-                        if fmt == "otlp_json":
-                            self._otlp_json(m, st)
-                        elif fmt == "otlp_proto":
-                            self._otlp_proto(m, st)
-                        elif fmt is not None and fmt.startswith("mapped:"):
-                            self._slow_json(m, fmt[7:], st, None)
-                        else:
-                            self._unknown(m, st)
+                        e = hub_decode(v)
+                    except Exception as exc:  # noqa: BLE001 - every decode failure is a dead letter
+                        self._decode_failed(m, "hub", exc, st)
+                        continue
+                    try:
+                        events.append(hub_event(e, st))
+                    except _Reject as r:
+                        st.reject(m, r.code, r.field, r.reason, type(e.payload).SOURCE, e.event_id)
+                elif fmt == "base":
+                    try:
+                        env = base_decode(v)
                     except Exception as exc:  # noqa: BLE001
-                        self._internal_error(m, exc, st)
-        return NormalizedBatch(st.events, st.dead, st.warnings, st.dl_counts, st.warn_counts, st.skipped)
-
-    def _hub_group(self, messages: list[RawMessage], st: _Batch) -> None:
-        events = st.events
-        decode = self._hub.decode
-        hub_event = self._hub_event
-        for m in messages:
-            try:
-                try:
-                    e = decode(m.value)
-                except Exception as exc:  # noqa: BLE001 - every decode failure is a dead letter
-                    self._decode_failed(m, "hub", exc, st)
-                    continue
-                try:
-                    events.append(hub_event(e, st))
-                except _Reject as r:
-                    st.reject(m, r.code, r.field, r.reason, type(e.payload).SOURCE, e.event_id)
+                        self._decode_failed(m, "base", exc, st)
+                        continue
+                    try:
+                        events.append(base_event(env, st))
+                    except _Reject as r:
+                        st.reject(m, r.code, r.field, r.reason, BASE_PAYLOAD_OF[type(env)].SOURCE, env.event_id)
+                elif fmt == "otlp_json":
+                    self._otlp_json(m, st)
+                elif fmt == "otlp_proto":
+                    self._otlp_proto(m, st)
+                else:
+                    self._unknown(m, st)
             except Exception as exc:  # noqa: BLE001 - last line of defence: never stop the flow
                 self._internal_error(m, exc, st)
-
-    def _base_group(self, messages: list[RawMessage], st: _Batch) -> None:
-        events = st.events
-        decode = self._base.decode
-        base_event = self._base_event
-        for m in messages:
-            try:
-                try:
-                    env = decode(m.value)
-                except Exception as exc:  # noqa: BLE001
-                    self._decode_failed(m, "base", exc, st)
-                    continue
-                try:
-                    events.append(base_event(env, st))
-                except _Reject as r:
-                    st.reject(m, r.code, r.field, r.reason, BASE_PAYLOAD_OF[type(env)].SOURCE, env.event_id)
-            except Exception as exc:  # noqa: BLE001
-                self._internal_error(m, exc, st)
+        return NormalizedBatch(events, st.dead, st.warnings, st.dl_counts, st.warn_counts, st.skipped)
 
     def _internal_error(self, m: RawMessage, exc: Exception, st: _Batch) -> None:
         try:
