@@ -70,6 +70,10 @@ class _PartitionReader(StatefulSourcePartition[RawBatch, int]):
             return [RawBatch(self.shard, [], final=True)]
         msgs = self.consumer.consume(self.batch_size, timeout=0.05)
         messages = []
+        append = messages.append
+        topic, partition, end = self.topic, self.partition, self.end
+        if end is not None and msgs and msgs[-1].error() is None and msgs[-1].offset() < end:
+            end = None  # the whole batch is before the end offset: skip the per-message check
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -77,13 +81,13 @@ class _PartitionReader(StatefulSourcePartition[RawBatch, int]):
                     continue
                 if err.fatal():
                     raise KafkaException(err)
-                worker_metrics.KAFKA_ERRORS.labels(topic=self.topic, code=err.name()).inc()
+                worker_metrics.KAFKA_ERRORS.labels(topic=topic, code=err.name()).inc()
                 continue
             offset = m.offset()
-            if self.end is not None and offset >= self.end:
+            if end is not None and offset >= end:
                 break
             ts_type, ts = m.timestamp()
-            messages.append(RawMessage(m.value() or b"", self.topic, self.partition, offset, ts if ts_type else 0, m.key()))
+            append(RawMessage(m.value() or b"", topic, partition, offset, ts if ts_type else 0))
         now = time.monotonic()
         if messages:
             self.next_offset = messages[-1].offset + 1

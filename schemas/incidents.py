@@ -62,7 +62,7 @@ class Anomaly(msgspec.Struct, kw_only=True):
         return SeriesKey(self.metric, self.model, self.endpoint, self.team)
 
 
-class Signal(msgspec.Struct, kw_only=True):
+class Signal(msgspec.Struct, kw_only=True, gc=False):
     """Anything the correlator groups: a source event worth correlating, or an anomaly.
 
     `asset` is the model or asset id events are grouped by in time; `correlation_id` and

@@ -4,7 +4,7 @@ from __future__ import annotations
 import msgspec
 
 
-class RawMessage(msgspec.Struct, array_like=True):
+class RawMessage(msgspec.Struct, array_like=True, gc=False):
     """One input message as it arrived, before any decoding.
 
     `topic`/`partition`/`offset` are set for Kafka input; file input uses the file name as
@@ -15,11 +15,11 @@ class RawMessage(msgspec.Struct, array_like=True):
     topic: str = ""
     partition: int = -1
     offset: int = -1
+    # Broker timestamp (ms) when known, else 0.
     timestamp_ms: int = 0
-    key: bytes | None = None
 
 
-class DeadLetter(msgspec.Struct, kw_only=True):
+class DeadLetter(msgspec.Struct, kw_only=True, gc=False):
     """Input that could not become an event, with a reason a human can act on."""
 
     raw: bytes
