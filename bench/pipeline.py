@@ -9,9 +9,11 @@ Phases, all in one run so the ratios compare like with like on this noisy machin
    decode/normalize -> the same raw event rows inserted into a fresh chdb store -> events/s;
 4. latency: a producer process sends events at a fixed rate while the flow tails the topic;
    latency = time the insert holding a message returned (queryable) - the message's broker
-   timestamp, sampled 1 in 64 -> p50/p99.
+   timestamp, sampled 1 in 64 -> p50/p99;
+5. with --ceiling, also the flow with a sink that discards everything (no ClickHouse, no
+   writer thread): what one process can do before any storage cost.
 
-Usage: python bench/pipeline.py [--events 2000000] [--runs 3] [--bootstrap HOST:PORT]
+Usage: python bench/pipeline.py [--events 2000000] [--runs 3] [--ceiling] [--bootstrap HOST:PORT]
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import numpy as np  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from bytewax.outputs import DynamicSink, StatelessSinkPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from config.settings import load_config  # noqa: E402
@@ -120,12 +123,22 @@ def hub_config(bootstrap: str, topic: str, store: str):
     return load_config(environ=env)
 
 
-def run_flow(cfg, source) -> float:
+class _Discard(DynamicSink):
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition:
+        class Partition(StatelessSinkPartition):
+            def write_batch(self, items: list) -> None:
+                pass
+
+        return Partition()
+
+
+def run_flow(cfg, source, sink=None) -> float:
     from bytewax.run import cli_main
 
-    with closing(connect(cfg.clickhouse)) as client:
-        migrate(client, cfg.retention)
-    flow = build_flow(cfg, source)
+    if sink is None:
+        with closing(connect(cfg.clickhouse)) as client:
+            migrate(client, cfg.retention)
+    flow = build_flow(cfg, source, sink)
     start = time.perf_counter()
     cli_main(flow, workers_per_process=1, process_id=None, addresses=None, epoch_interval=epoch(cfg),
              recovery_config=None)
@@ -137,13 +150,13 @@ def store_count(cfg) -> int:
         return client.query("SELECT count() FROM events FINAL").result_rows[0][0]
 
 
-def flow_throughput(bootstrap: str, topic: str, n: int, work: Path) -> tuple[float, int]:
+def flow_throughput(bootstrap: str, topic: str, n: int, work: Path, store_rows: bool = True) -> tuple[float, int]:
     store = work / f"flow-{uuid.uuid4().hex[:6]}"
     cfg = hub_config(bootstrap, topic, str(store))
     conf = {"bootstrap.servers": bootstrap, "group.id": cfg.kafka.group_id}
     source = KafkaBatchSource(conf, [topic], cfg.kafka.batch_size, "earliest", True, 10)
-    elapsed = run_flow(cfg, source)
-    rows = store_count(cfg)
+    elapsed = run_flow(cfg, source, None if store_rows else _Discard())
+    rows = store_count(cfg) if store_rows else 0
     shutil.rmtree(store, ignore_errors=True)
     return n / elapsed, rows
 
@@ -205,6 +218,7 @@ def main() -> int:
     ap.add_argument("--bootstrap", help="use this broker instead of starting one")
     ap.add_argument("--latency-events", type=int, default=300_000)
     ap.add_argument("--latency-rate", type=float, default=15_000.0)
+    ap.add_argument("--ceiling", action="store_true", help="also run the flow with a discarding sink")
     ap.add_argument("--batch-size", type=int, default=2000, help="messages per flow batch (kafka.batch_size)")
     ap.add_argument("--produce-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--topic", help=argparse.SUPPRESS)
@@ -228,18 +242,24 @@ def main() -> int:
         topic = new_topic(bootstrap)
         rate = produce(bootstrap, topic, args.events, seed=1)
         print(f"produced {args.events:,} events at {rate:,.0f}/s into {topic}", flush=True)
-        flows, bases = [], []
+        flows, bases, ceilings = [], [], []
         for i in range(args.runs):
             f, rows_f = flow_throughput(bootstrap, topic, args.events, work)
             b, rows_b = baseline(bootstrap, topic, args.events, work)
             flows.append(f)
             bases.append(b)
-            print(f"run {i + 1}: flow {f:,.0f} events/s ({rows_f:,} events stored), "
-                  f"baseline {b:,.0f} events/s ({rows_b:,} stored), ratio {f / b:.2f}", flush=True)
+            line = (f"run {i + 1}: flow {f:,.0f} events/s ({rows_f:,} events stored), "
+                    f"baseline {b:,.0f} events/s ({rows_b:,} stored), ratio {f / b:.2f}")
+            if args.ceiling:
+                ceilings.append(flow_throughput(bootstrap, topic, args.events, work, store_rows=False)[0])
+                line += f", flow without storage {ceilings[-1]:,.0f} events/s"
+            print(line, flush=True)
         p50, p99 = latency(bootstrap, args.latency_events, args.latency_rate, work)
         fm, bm = statistics.median(flows), statistics.median(bases)
         print(f"\nmedian of {args.runs}: flow {fm:,.0f} events/s end-to-end, baseline {bm:,.0f} events/s, "
               f"ratio {fm / bm:.2f}")
+        if ceilings:
+            print(f"flow with a discarding sink (no ClickHouse): {statistics.median(ceilings):,.0f} events/s")
         print(f"latency at {args.latency_rate:,.0f} events/s offered: p50 {p50:,.0f} ms, p99 {p99:,.0f} ms "
               "(broker timestamp -> insert returned)")
     finally:

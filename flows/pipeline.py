@@ -12,6 +12,7 @@ from datetime import timedelta
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
+from bytewax.outputs import Sink
 
 from config.settings import HubConfig, kafka_client_config, load_config
 from connectors import worker_metrics as metrics
@@ -34,7 +35,9 @@ def kafka_source(cfg: HubConfig, stop_at_end: bool) -> KafkaBatchSource:
 GIL_SWITCH_INTERVAL_S = 0.05
 
 
-def build_flow(cfg: HubConfig, source: FixedPartitionedSource) -> Dataflow:
+def build_flow(cfg: HubConfig, source: FixedPartitionedSource, sink: Sink | None = None) -> Dataflow:
+    """`sink` defaults to ClickHouse; bench/pipeline.py swaps in a discarding one to measure the
+    flow's own ceiling."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     topic_sources = {topic: src for src, topic in cfg.kafka.topics.by_source().items()}
     normalizer = Normalizer(cfg.normalization, topic_sources=topic_sources)
@@ -64,7 +67,7 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource) -> Dataflow:
     slim = op.map("for_detection", outputs, lambda kv: ("detection", ShardOutput(
         kv[1].shard, windows=kv[1].windows, signals=kv[1].signals, final=kv[1].final)))
     detected = op.stateful_map("detect", slim, detect)
-    op.output("clickhouse", op.merge("to_store", outputs, detected), ClickHouseSink(cfg))
+    op.output("clickhouse", op.merge("to_store", outputs, detected), sink or ClickHouseSink(cfg))
     return flow
 
 
