@@ -62,7 +62,10 @@ class NormalizationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=
     dedup_window_s: Annotated[int, Meta(gt=0)] = 300
     # Upper bound on remembered event ids (~150 bytes each); the oldest go first beyond it.
     dedup_max_entries: Annotated[int, Meta(gt=0)] = 1_000_000
-    # Event times further ahead of the hub's clock than this are impossible.
+    # Both limits below are measured from the message's Kafka timestamp (so a replay judges
+    # exactly as the first run did), or from the hub's clock for input without one (files,
+    # the generator).
+    # Event times further ahead than this are impossible.
     max_future_skew_s: Annotated[int, Meta(ge=0)] = 300
-    # Event times older than this are impossible (raise it to replay old archives).
+    # Event times older than this are impossible (raise it to load old archives from files).
     max_event_age_s: Annotated[int, Meta(gt=0)] = 30 * 86_400

@@ -202,10 +202,13 @@ class _Source:
 class _Batch:
     """Mutable state of one normalize_batch call."""
 
-    __slots__ = ("now", "lo", "hi", "events", "dead", "warnings", "dl_counts", "warn_counts", "skipped")
+    __slots__ = ("now", "ref", "lo", "hi", "events", "dead", "warnings", "dl_counts", "warn_counts", "skipped")
 
-    def __init__(self, now: int, lo: int, hi: int) -> None:
-        self.now, self.lo, self.hi = now, lo, hi
+    def __init__(self, now: int) -> None:
+        self.now = now
+        # The plausible event-time range [lo, hi] is judged against `ref`: the current message's
+        # broker timestamp, else the wall clock.
+        self.ref = self.lo = self.hi = 0
         self.events: list[Event] = []
         self.dead: list[DeadLetter] = []
         self.warnings = 0
@@ -274,7 +277,9 @@ class Normalizer:
         two JSON envelopes inlined: formats interleave message by message in a mixed topic.
         """
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        st = _Batch(now, now - self._max_age, now + self._max_future)
+        st = _Batch(now)
+        max_age, max_future = self._max_age, self._max_future
+        ref = -1
         events = st.events
         topic_fmt = self._topic_fmt
         first_key = _FIRST_KEY_FORMAT
@@ -283,6 +288,13 @@ class Normalizer:
         base_decode, base_event = self._base.decode, self._base_event
         for m in messages:
             try:
+                if m.timestamp_ms != ref:
+                    # A replay must judge an event's time as the first run did, so the reference
+                    # is when the broker got the message, not when we read it (wall clock only
+                    # for input without timestamps: files, the generator).
+                    ref = m.timestamp_ms
+                    base = ref if ref > 0 else now
+                    st.ref, st.lo, st.hi = base, base - max_age, base + max_future
                 v = m.value
                 fmt = topic_fmt.get(m.topic) if topic_fmt else None
                 if fmt is None:
@@ -389,7 +401,7 @@ class Normalizer:
 
     def _finish_time(self, ms: int, field: str, st: _Batch) -> None:
         if ms > st.hi:
-            raise _Reject(IMPOSSIBLE_TIMESTAMP, field, f"{field} {_iso(ms)} is {(ms - st.now) / 1000:.0f}s in the "
+            raise _Reject(IMPOSSIBLE_TIMESTAMP, field, f"{field} {_iso(ms)} is {(ms - st.ref) / 1000:.0f}s in the "
                           f"future (allowed: {self._max_future // 1000}s)")
         if ms < st.lo:
             raise _Reject(IMPOSSIBLE_TIMESTAMP, field, f"{field} {_iso(ms)} is older than the oldest allowed "

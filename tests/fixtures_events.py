@@ -290,5 +290,5 @@ def expected_span_payload(attributes: dict[str, Any]) -> LlmRequest:
     )
 
 
-def raw(value: bytes, topic: str = "fixtures", offset: int = 0) -> RawMessage:
-    return RawMessage(value=value, topic=topic, partition=0, offset=offset, timestamp_ms=NOW_MS - 1000)
+def raw(value: bytes, topic: str = "fixtures", offset: int = 0, timestamp_ms: int = 0) -> RawMessage:
+    return RawMessage(value=value, topic=topic, partition=0, offset=offset, timestamp_ms=timestamp_ms)

@@ -128,9 +128,29 @@ def test_missing_time_lenient_uses_broker_timestamp() -> None:
     del msg["event_time"]
     d = dead(msgspec.json.encode(msg))
     assert reason_code(d) == "missing_field" and d.field == "event_time"
-    batch = run(msgspec.json.encode(msg), s=settings("lenient"))
-    assert batch.events[0].event_time_ms == NOW_MS - 1000  # fixtures.raw sets the broker timestamp
+    m = raw(msgspec.json.encode(msg), timestamp_ms=NOW_MS - 1000)
+    batch = Normalizer(settings("lenient")).normalize_batch([m], now_ms=NOW_MS)
+    assert batch.events[0].event_time_ms == NOW_MS - 1000
     assert batch.warning_counts == {"time_from_broker": 1}
+
+
+def test_time_plausibility_is_judged_against_the_broker_timestamp() -> None:
+    """A replay hours later must accept and reject exactly what the first run did."""
+    s = NormalizationSettings(max_future_skew_s=60, max_event_age_s=3600)
+    sent = NOW_MS - 7 * 86_400_000  # a backlog replayed a week after it was produced
+    values = [hub_message(LLM, event_id="ahead", event_time=sent + 61_000),
+              hub_message(LLM, event_id="fine", event_time=sent - 10_000),
+              hub_message(LLM, event_id="stale", event_time=sent - 3_601_000)]
+    msgs = [raw(v, offset=i, timestamp_ms=sent) for i, v in enumerate(values)]
+    for now in (sent + 1000, NOW_MS):
+        batch = Normalizer(s).normalize_batch(msgs, now_ms=now)
+        assert [e.event_id for e in batch.events] == ["fine"]
+        assert [(d.event_id, d.code) for d in batch.dead_letters] == [
+            ("ahead", "impossible_timestamp"), ("stale", "impossible_timestamp")]
+        assert "61s in the future" in batch.dead_letters[0].reason
+    # Without a broker timestamp (files, the generator) the wall clock is the reference.
+    assert [e.event_id for e in Normalizer(s).normalize_batch(
+        [raw(hub_message(LLM, event_id="now", event_time=NOW_MS - 10_000))], now_ms=NOW_MS).events] == ["now"]
 
 
 # --- units and money -------------------------------------------------------------------------------
