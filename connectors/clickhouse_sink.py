@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.exceptions import OperationalError
 
@@ -34,7 +35,25 @@ from schemas.metrics import window_rows
 from schemas.raw import DeadLetter
 
 EVENT_NAMES = [n for n, _ in EVENT_COLUMNS]
-EVENT_TYPES = [t for _, t in EVENT_COLUMNS]
+
+
+def _arrow_type(ch_type: str) -> pa.DataType:
+    if ch_type.startswith("Nullable("):
+        ch_type = ch_type[9:-1]
+    if ch_type.startswith("LowCardinality("):
+        ch_type = ch_type[15:-1]
+    return ARROW_TYPES[ch_type]
+
+
+ARROW_TYPES = {"String": pa.string(), "DateTime64(3)": pa.timestamp("ms", tz="UTC"), "Float64": pa.float64(),
+               "UInt64": pa.uint64(), "UInt8": pa.uint8(), "Map(String, String)": pa.map_(pa.string(), pa.string())}
+EVENT_SCHEMA = pa.schema([(name, _arrow_type(t)) for name, t in EVENT_COLUMNS])
+
+
+def event_table(columns: list[list]) -> pa.Table:
+    """Event columns -> Arrow, on the flow thread: the writer thread then holds the GIL only
+    briefly, and the engine parses Arrow outside it."""
+    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, EVENT_SCHEMA)], schema=EVENT_SCHEMA)
 DEAD_LETTER_COLUMNS = ["ingest_time", "topic", "partition", "offset", "source", "code", "reason", "field", "event_id", "raw"]
 ROW_TABLES = {"dead_letters": DEAD_LETTER_COLUMNS, "late_events": LATE_COLUMNS, "anomalies": list(ANOMALY_COLUMNS),
               "incidents": list(INCIDENT_COLUMNS), "incident_edges": list(EDGE_COLUMNS)}
@@ -56,7 +75,7 @@ class _Buffers:
     """Rows waiting for the next insert, per table."""
 
     def __init__(self) -> None:
-        self.events: list[list] = [[] for _ in EVENT_NAMES]
+        self.events: list[pa.Table] = []
         self.event_rows = 0
         self.rows: dict[str, list] = {t: [] for t in ROW_TABLES}
         self.windows: list[list] = []
@@ -72,9 +91,8 @@ class _Buffers:
                 self.rows["incidents"].append(incident_row(incident))
                 self.rows["incident_edges"] += [edge_row(e) for e in incident.edges]
             return
-        if out.event_columns is not None:
-            for col, values in zip(self.events, out.event_columns):
-                col.extend(values)
+        if out.event_table is not None:
+            self.events.append(out.event_table)
             self.event_rows += out.events
         if out.produced_ms is not None:
             self.produced.append(out.produced_ms)
@@ -108,6 +126,10 @@ class _Writer(StatefulSinkPartition[Any, None]):
     # -- flow side -------------------------------------------------------------------------
     def write_batch(self, values: list[ShardOutput | DetectionOutput]) -> None:
         self._raise_failure()
+        for out in values:
+            if isinstance(out, ShardOutput) and out.event_columns is not None:
+                out.event_table = event_table(out.event_columns)
+                out.event_columns = None
         self.queue.put(values)
 
     def snapshot(self) -> None:
@@ -160,8 +182,8 @@ class _Writer(StatefulSinkPartition[Any, None]):
 
     def _insert(self, buf: _Buffers) -> None:
         if buf.event_rows:
-            self._retry(lambda: self.client.insert("events", buf.events, column_names=EVENT_NAMES,
-                                                   column_type_names=EVENT_TYPES, column_oriented=True))
+            events = pa.concat_tables(buf.events)
+            self._retry(lambda: self.client.insert_arrow("events", events))
         for table, columns in ROW_TABLES.items():
             rows = buf.rows[table]
             if rows:
