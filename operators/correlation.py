@@ -436,6 +436,9 @@ class Correlator:
         # put back if the id is tracked again.
         self.by_time: dict[str, _AssetIndex] = {}
         self.parked: dict[str, list[tuple[str, tuple]]] = {}
+        # Derived: a lazy min-heap of (last_ms, group id) for evicting the least recently active
+        # group past max_open_incidents without scanning all of them on every signal.
+        self.by_last: list[tuple[int, str]] = []
 
     def __getstate__(self) -> dict:
         return {k: getattr(self, k) for k in ("settings", "groups", "sig_group", "corr_last", "asset_recent",
@@ -446,6 +449,8 @@ class Correlator:
             setattr(self, k, v)
         self.by_time = {a: _AssetIndex(dq) for a, dq in self.asset_recent.items()}
         self.parked = {}
+        self.by_last = [(g.last_ms, gid) for gid, g in self.groups.items()]
+        heapq.heapify(self.by_last)
 
     # -- public API --------------------------------------------------------------------------
     def add(self, signal: Signal) -> list[Incident]:
@@ -496,6 +501,7 @@ class Correlator:
         if not gids:
             g = _Group(signal)
             groups[g.id] = g
+            heapq.heappush(self.by_last, (g.last_ms, g.id))
         else:
             g = groups[gids[0]]
             for other in gids[1:]:
@@ -713,10 +719,36 @@ class Correlator:
                 self._unindex(asset, e)
             del self.by_time[asset]
         if len(self.groups) > s.max_open_incidents:
-            excess = len(self.groups) - s.max_open_incidents
-            groups = self.groups
-            for gid in heapq.nsmallest(excess, (k for k in groups if k != keep), key=lambda k: (groups[k].last_ms, k)):
-                out.extend(self._close(groups[gid]))
+            for gid in self._least_recent(len(self.groups) - s.max_open_incidents, keep):
+                out.extend(self._close(self.groups[gid]))
+        if len(self.by_last) > 2 * len(self.groups) + 1024:  # entries of closed groups pile up
+            self.by_last = [(g.last_ms, gid) for gid, g in self.groups.items()]
+            heapq.heapify(self.by_last)
+        return out
+
+    def _least_recent(self, n: int, keep: str) -> list[str]:
+        """The n open groups with the smallest (last_ms, id), `keep` excluded.
+
+        Every open group has a heap entry whose key is <= its current one (last_ms only grows), so
+        a popped entry that matches its group's key is the true minimum; a stale one is requeued
+        with the current key; entries of closed groups are dropped.
+        """
+        heap, groups = self.by_last, self.groups
+        out: list[str] = []
+        held: list[tuple[int, str]] = []
+        while len(out) < n and heap:
+            last, gid = heapq.heappop(heap)
+            g = groups.get(gid)
+            if g is None or gid in out:
+                continue
+            if g.last_ms != last:
+                heapq.heappush(heap, (g.last_ms, gid))
+            elif gid == keep:
+                held.append((last, gid))
+            else:
+                out.append(gid)
+        for e in held:
+            heapq.heappush(heap, e)
         return out
 
     def _merge(self, keep: _Group, gone: _Group) -> list[Incident]:
