@@ -3,10 +3,11 @@
 Phases, all in one run so the ratios compare like with like on this noisy machine:
 1. produce N synthetic events into a fresh 1-partition topic;
 2. throughput: the hub flow (Bytewax, one worker) reads the backlog to the end and writes
-   events, dead letters and windowed metrics to a fresh chdb store -> events/s (wall clock,
+   events, dead letters and windowed metrics to a fresh chdb store -> messages/s (wall clock,
    including the final flush);
 3. baseline: a plain serial confluent-kafka loop over the same topic: consume -> the same
-   decode/normalize -> the same raw event rows inserted into a fresh chdb store -> events/s;
+   decode/normalize -> the same raw event rows inserted into a fresh chdb store -> messages/s
+   (an OTLP message holds several spans: the synthetic mix has ~1.08 events per message);
 4. latency: a producer process sends events at a fixed rate while the flow tails the topic;
    latency = time the insert holding a message returned (queryable) - the message's broker
    timestamp, sampled 1 in 64 -> p50/p99;
@@ -248,19 +249,19 @@ def main() -> int:
             b, rows_b = baseline(bootstrap, topic, args.events, work)
             flows.append(f)
             bases.append(b)
-            line = (f"run {i + 1}: flow {f:,.0f} events/s ({rows_f:,} events stored), "
-                    f"baseline {b:,.0f} events/s ({rows_b:,} stored), ratio {f / b:.2f}")
+            line = (f"run {i + 1}: flow {f:,.0f} msgs/s ({rows_f:,} events stored), "
+                    f"baseline {b:,.0f} msgs/s ({rows_b:,} stored), ratio {f / b:.2f}")
             if args.ceiling:
                 ceilings.append(flow_throughput(bootstrap, topic, args.events, work, store_rows=False)[0])
-                line += f", flow without storage {ceilings[-1]:,.0f} events/s"
+                line += f", flow without storage {ceilings[-1]:,.0f} msgs/s"
             print(line, flush=True)
         p50, p99 = latency(bootstrap, args.latency_events, args.latency_rate, work)
         fm, bm = statistics.median(flows), statistics.median(bases)
-        print(f"\nmedian of {args.runs}: flow {fm:,.0f} events/s end-to-end, baseline {bm:,.0f} events/s, "
+        print(f"\nmedian of {args.runs}: flow {fm:,.0f} msgs/s end-to-end, baseline {bm:,.0f} msgs/s, "
               f"ratio {fm / bm:.2f}")
         if ceilings:
-            print(f"flow with a discarding sink (no ClickHouse): {statistics.median(ceilings):,.0f} events/s")
-        print(f"latency at {args.latency_rate:,.0f} events/s offered: p50 {p50:,.0f} ms, p99 {p99:,.0f} ms "
+            print(f"flow with a discarding sink (no ClickHouse): {statistics.median(ceilings):,.0f} msgs/s")
+        print(f"latency at {args.latency_rate:,.0f} msgs/s offered: p50 {p50:,.0f} ms, p99 {p99:,.0f} ms "
               "(broker timestamp -> insert returned)")
     finally:
         if broker is not None:
