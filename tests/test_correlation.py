@@ -211,6 +211,17 @@ def test_bounded_members_and_open_incidents():
     assert len(c.groups) <= 5
 
 
+def test_past_the_open_limit_the_least_recently_active_group_is_closed():
+    c = Correlator(CorrelationSettings(max_open_incidents=3))
+    run([anomaly("a", T, "latency_ms", asset="a0"), anomaly("b", T + 1000, "latency_ms", asset="a1"),
+         anomaly("c", T + 2000, "latency_ms", asset="a2"),
+         anomaly("a-again", T + 3000, "cost_usd", asset="a0")], c)  # a0's group is active again
+    assert len(c.groups) == 3
+    run([anomaly("d", T + 4000, "latency_ms", asset="a3"), anomaly("e", T + 5000, "latency_ms", asset="a4")], c)
+    members = {sid for g in c.groups.values() for sid in g.members}
+    assert members == {"a", "a-again", "d", "e"}  # a1 (last seen T+1s) went first, then a2
+
+
 def test_alert_policy_and_json():
     s = DetectionSettings()
     (inc,) = final(run([anomaly("lat", T, "latency_ms"), event("sec", T + MIN, "security", "threat")])).values()
