@@ -534,7 +534,7 @@ class Correlator:
         s = self.settings
         out: list[Incident] = []
         horizon = now_ms - s.window_ms
-        idle = [g for g in self.groups.values() if g.last_ms < horizon]
+        idle = [self.groups[gid] for gid in self._idle_before(horizon)]
         idle.sort(key=lambda g: (g.opened_ms, g.id))
         for g in idle:
             out.extend(self._close(g))
@@ -726,30 +726,48 @@ class Correlator:
             heapq.heapify(self.by_last)
         return out
 
-    def _least_recent(self, n: int, keep: str) -> list[str]:
-        """The n open groups with the smallest (last_ms, id), `keep` excluded.
+    def _idle_before(self, horizon: int) -> list[str]:
+        """Open groups whose last_ms < horizon."""
+        out: dict[str, None] = {}
+        while self.by_last and self.by_last[0][0] < horizon and (e := self._pop_oldest()) is not None:
+            if e[0] >= horizon:
+                heapq.heappush(self.by_last, e)
+                break
+            out[e[1]] = None
+        return list(out)
 
-        Every open group has a heap entry whose key is <= its current one (last_ms only grows), so
-        a popped entry that matches its group's key is the true minimum; a stale one is requeued
-        with the current key; entries of closed groups are dropped.
+    def _least_recent(self, n: int, keep: str) -> list[str]:
+        """The n open groups with the smallest (last_ms, id), `keep` excluded."""
+        out: dict[str, None] = {}
+        held: list[tuple[int, str]] = []
+        while len(out) < n and (e := self._pop_oldest()) is not None:
+            if e[1] == keep:
+                held.append(e)
+            else:
+                out[e[1]] = None
+        for e in held:
+            heapq.heappush(self.by_last, e)
+        return list(out)
+
+    def _pop_oldest(self) -> tuple[int, str] | None:
+        """Pop the open group with the smallest (last_ms, id) off the lazy heap; the caller closes
+        it or pushes it back.
+
+        Every open group has an entry whose key is <= its current one (last_ms only grows), so an
+        entry that matches its group's key is the true minimum; a stale one is requeued with the
+        current key; entries of closed groups are dropped.
         """
         heap, groups = self.by_last, self.groups
-        out: list[str] = []
-        held: list[tuple[int, str]] = []
-        while len(out) < n and heap:
+        while heap:
             last, gid = heapq.heappop(heap)
             g = groups.get(gid)
-            if g is None or gid in out:
+            if g is None:
                 continue
             if g.last_ms != last:
                 heapq.heappush(heap, (g.last_ms, gid))
-            elif gid == keep:
-                held.append((last, gid))
-            else:
-                out.append(gid)
-        for e in held:
-            heapq.heappush(heap, e)
-        return out
+                continue
+            return last, gid
+        return None
 
     def _merge(self, keep: _Group, gone: _Group) -> list[Incident]:
         out: list[Incident] = []
