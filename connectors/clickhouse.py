@@ -5,7 +5,10 @@ server; everything above this module speaks the same clickhouse-connect Client A
 """
 from __future__ import annotations
 
+import os
 import re
+import sys
+import tempfile
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ def connect(settings: ClickHouseSettings) -> Client:
         if is_embedded(dsn):
             path = chdb_path(dsn)
             Path(path).mkdir(parents=True, exist_ok=True)
-            client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+            client = _open_embedded(path)
             if settings.database != "default":
                 client.command(f"CREATE DATABASE IF NOT EXISTS `{settings.database}`")
                 client.database = settings.database
@@ -66,6 +69,26 @@ def connect(settings: ClickHouseSettings) -> Client:
             raise StoreError(f"the embedded store {chdb_path(dsn)} is in use by another process (a running `hub run`?); "
                              "stop it first, or serve the data over HTTP and use an http:// DSN") from None
         raise StoreError(f"cannot connect to ClickHouse at {redact(dsn)}: {first_line(exc)}") from None
+
+
+def _open_embedded(path: str) -> Client:
+    """Open the in-process engine with its stderr held back: on failure it prints its own
+    multi-line errors (`Code: 76 ... Cannot lock file ...`) straight to fd 2, and a CLI user
+    should see only the hub's one line. What it printed is passed on when opening succeeds."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        printed = held.read()
+    if printed:
+        sys.stderr.buffer.write(printed)
+        sys.stderr.flush()
+    return client
 
 
 def _locked_by_other_process(path: str) -> bool:

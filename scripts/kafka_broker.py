@@ -300,7 +300,9 @@ def start(dir: str | os.PathLike[str] | None = None, timeout_s: float = START_TI
     jvm_common = [f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
 
     if not formatted:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid: "-..." would parse as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         res = subprocess.run(
             [java, *jvm_common, "kafka.tools.StorageTool", "format", "-t", cluster_id,
              "-c", str(props_file)],
