@@ -1,0 +1,39 @@
+"""The events table's wire path: columns -> Arrow -> ClickHouse, value for value."""
+from __future__ import annotations
+
+from contextlib import closing
+
+from config.settings import load_config
+from connectors.clickhouse import connect
+from connectors.clickhouse_sink import event_table
+from connectors.migrations import migrate
+from operators.event_columns import COLUMN_NAMES, to_columns
+from operators.normalize import Normalizer
+from tests.fixtures_events import EVENT_MS, NOW_MS, PAYLOADS, hub_message, raw
+
+TIMES = ("event_time", "ingest_time")
+
+
+def test_every_column_of_every_event_type_reaches_clickhouse_unchanged(chdb_dsn: str) -> None:
+    llm = "telemetry.request"
+    request = {"model": "gpt-4o", "latency_ms": 812.125, "input_tokens": 2**40, "output_tokens": 0}
+    values = [hub_message(t) for t in sorted(PAYLOADS)] + [
+        hub_message(llm, event_id="unicode", event_time=EVENT_MS + 7,
+                    tags={"team": "søk", "endpoint": "/v1/ü", "note": "tab\there, quote \" and emoji 🚀", "empty": ""}),
+        hub_message(llm, event_id="no-tags", tags={}, payload=request),
+    ]
+    batch = Normalizer().normalize_batch([raw(v, offset=i) for i, v in enumerate(values)], now_ms=NOW_MS)
+    assert not batch.dead_letters
+    columns = to_columns(batch.events)
+    cfg = load_config(environ={"HUB_CLICKHOUSE__DSN": chdb_dsn})
+    with closing(connect(cfg.clickhouse)) as client:
+        migrate(client, cfg.retention)
+        client.insert_arrow("events", event_table(columns))
+        select = ", ".join(f"toUnixTimestamp64Milli({c})" if c in TIMES else c for c in COLUMN_NAMES)
+        stored = client.query(f"SELECT {select} FROM events ORDER BY event_id").result_rows
+    expected = sorted(zip(*columns), key=lambda row: row[0])
+    assert [tuple(r) for r in stored] == expected
+    by_id = {r[0]: dict(zip(COLUMN_NAMES, r)) for r in stored}
+    assert by_id["unicode"]["tags"]["note"] == "tab\there, quote \" and emoji 🚀"
+    assert by_id["no-tags"]["tags"] == {} and by_id["no-tags"]["input_tokens"] == 2**40
+    assert by_id["no-tags"]["ttft_ms"] is None and by_id["no-tags"]["cost_usd"] is None
