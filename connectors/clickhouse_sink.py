@@ -36,7 +36,8 @@ from schemas.incidents import (ANOMALY_COLUMNS, EDGE_COLUMNS, INCIDENT_COLUMNS, 
 from schemas.metrics import window_rows
 from schemas.raw import DeadLetter
 
-EVENT_NAMES = [n for n, _ in EVENT_COLUMNS]
+ARROW_TYPES = {"String": pa.string(), "DateTime64(3)": pa.timestamp("ms", tz="UTC"), "Float64": pa.float64(),
+               "UInt64": pa.uint64(), "UInt8": pa.uint8(), "Map(String, String)": pa.map_(pa.string(), pa.string())}
 
 
 def _arrow_type(ch_type: str) -> pa.DataType:
@@ -47,19 +48,17 @@ def _arrow_type(ch_type: str) -> pa.DataType:
     return ARROW_TYPES[ch_type]
 
 
-ARROW_TYPES = {"String": pa.string(), "DateTime64(3)": pa.timestamp("ms", tz="UTC"), "Float64": pa.float64(),
-               "UInt64": pa.uint64(), "UInt8": pa.uint8(), "Map(String, String)": pa.map_(pa.string(), pa.string())}
 EVENT_SCHEMA = pa.schema([(name, _arrow_type(t)) for name, t in EVENT_COLUMNS])
+DEAD_LETTER_COLUMNS = ["ingest_time", "topic", "partition", "offset", "source", "code", "reason", "field", "event_id", "raw"]
+ROW_TABLES = {"dead_letters": DEAD_LETTER_COLUMNS, "late_events": LATE_COLUMNS, "anomalies": list(ANOMALY_COLUMNS),
+              "incidents": list(INCIDENT_COLUMNS), "incident_edges": list(EDGE_COLUMNS)}
+MAX_BACKOFF_S = 10.0
 
 
 def event_table(columns: list[list]) -> pa.Table:
     """Event columns -> Arrow, on the flow thread: the writer thread then holds the GIL only
     briefly, and the engine parses Arrow outside it."""
     return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, EVENT_SCHEMA)], schema=EVENT_SCHEMA)
-DEAD_LETTER_COLUMNS = ["ingest_time", "topic", "partition", "offset", "source", "code", "reason", "field", "event_id", "raw"]
-ROW_TABLES = {"dead_letters": DEAD_LETTER_COLUMNS, "late_events": LATE_COLUMNS, "anomalies": list(ANOMALY_COLUMNS),
-              "incidents": list(INCIDENT_COLUMNS), "incident_edges": list(EDGE_COLUMNS)}
-MAX_BACKOFF_S = 10.0
 
 
 def dead_letter_row(d: DeadLetter) -> list:
@@ -84,7 +83,7 @@ class _Buffers:
         self.produced: list[np.ndarray] = []
         self.since = 0.0
 
-    def add(self, out: ShardOutput | DetectionOutput) -> None:
+    def add(self, out: ShardOutput | DetectionOutput, events: pa.Table | None) -> None:
         if not self.since:
             self.since = time.monotonic()
         if isinstance(out, DetectionOutput):
@@ -93,9 +92,9 @@ class _Buffers:
                 self.rows["incidents"].append(incident_row(incident))
                 self.rows["incident_edges"] += [edge_row(e) for e in incident.edges]
             return
-        if out.event_table is not None:
-            self.events.append(out.event_table)
-            self.event_rows += out.events
+        if events is not None:
+            self.events.append(events)
+            self.event_rows += events.num_rows
         if out.produced_ms is not None:
             self.produced.append(out.produced_ms)
         self.rows["dead_letters"] += [dead_letter_row(d) for d in out.dead_letters]
@@ -128,11 +127,9 @@ class _Writer(StatefulSinkPartition[Any, None]):
     # -- flow side -------------------------------------------------------------------------
     def write_batch(self, values: list[ShardOutput | DetectionOutput]) -> None:
         self._raise_failure()
-        for out in values:
-            if isinstance(out, ShardOutput) and out.event_columns is not None:
-                out.event_table = event_table(out.event_columns)
-                out.event_columns = None
-        self.queue.put(values)
+        self.queue.put([(out, event_table(out.event_columns)
+                         if isinstance(out, ShardOutput) and out.event_columns is not None else None)
+                        for out in values])
 
     def snapshot(self) -> None:
         self.flush()
@@ -168,8 +165,8 @@ class _Writer(StatefulSinkPartition[Any, None]):
                 if item is None:
                     return
                 barrier = item if isinstance(item, threading.Event) else None
-                for out in item if barrier is None else ():
-                    buf.add(out)
+                for out, events in item if barrier is None else ():
+                    buf.add(out, events)
                     self._produce(out)
                 due = buf.since and time.monotonic() - buf.since >= delay
                 if barrier is not None or buf.size() >= limit or (due and not buf.empty()):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 import numpy as np
@@ -45,8 +44,6 @@ class ShardOutput:
     shard: str
     events: int = 0
     event_columns: list[list] | None = None
-    # The same rows in the store's wire form, filled in by the sink (operators stay storage-free).
-    event_table: Any = None
     dead_letters: list[DeadLetter] = field(default_factory=list)
     late_rows: list[list] = field(default_factory=list)
     windows: list[WindowMetric] = field(default_factory=list)

@@ -1,6 +1,7 @@
 """The events table's wire path: columns -> Arrow -> ClickHouse, value for value."""
 from __future__ import annotations
 
+import time
 from contextlib import closing
 
 from config.settings import load_config
@@ -9,20 +10,22 @@ from connectors.clickhouse_sink import event_table
 from connectors.migrations import migrate
 from operators.event_columns import COLUMN_NAMES, to_columns
 from operators.normalize import Normalizer
-from tests.fixtures_events import EVENT_MS, NOW_MS, PAYLOADS, hub_message, raw
+from tests.fixtures_events import PAYLOADS, hub_message, raw
 
 TIMES = ("event_time", "ingest_time")
 
 
 def test_every_column_of_every_event_type_reaches_clickhouse_unchanged(chdb_dsn: str) -> None:
+    now = int(time.time() * 1000)
+    t = now - 60_007  # recent: the table's 7-day TTL may drop older rows at any merge
     llm = "telemetry.request"
     request = {"model": "gpt-4o", "latency_ms": 812.125, "input_tokens": 2**40, "output_tokens": 0}
-    values = [hub_message(t) for t in sorted(PAYLOADS)] + [
-        hub_message(llm, event_id="unicode", event_time=EVENT_MS + 7,
+    values = [hub_message(et, event_time=t) for et in sorted(PAYLOADS)] + [
+        hub_message(llm, event_id="unicode", event_time=t + 7,
                     tags={"team": "søk", "endpoint": "/v1/ü", "note": "tab\there, quote \" and emoji 🚀", "empty": ""}),
-        hub_message(llm, event_id="no-tags", tags={}, payload=request),
+        hub_message(llm, event_id="no-tags", event_time=t, tags={}, payload=request),
     ]
-    batch = Normalizer().normalize_batch([raw(v, offset=i) for i, v in enumerate(values)], now_ms=NOW_MS)
+    batch = Normalizer().normalize_batch([raw(v, offset=i) for i, v in enumerate(values)], now_ms=now)
     assert not batch.dead_letters
     columns = to_columns(batch.events)
     cfg = load_config(environ={"HUB_CLICKHOUSE__DSN": chdb_dsn})
