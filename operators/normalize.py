@@ -648,11 +648,11 @@ class Normalizer:
         rt = self._src["telemetry"]
         amap = rt.mappings
         for rs in traces.resourceSpans:
-            res_tags, res_slots = _resource_json(rs.resource.attributes if rs.resource else (), amap)
+            res_tags, res_slots = _resource_attrs(rs.resource.attributes if rs.resource else (), amap, _av_json)
             for ss in rs.scopeSpans:
                 for sp in ss.spans:
                     try:
-                        slots, tags = _span_attrs_json(sp.attributes, amap, res_slots, res_tags)
+                        slots, tags = _span_attrs(sp.attributes, amap, res_slots, res_tags, _av_json)
                         if slots is None:
                             st.skipped += 1
                             continue
@@ -681,18 +681,18 @@ class Normalizer:
         rt = self._src["telemetry"]
         amap = rt.mappings
         for rs in req.resource_spans:
-            res_tags, res_slots = _resource_pb(rs.resource.attributes, amap)
+            res_tags, res_slots = _resource_attrs(rs.resource.attributes, amap, _av_pb)
             for ss in rs.scope_spans:
                 for sp in ss.spans:
                     try:
-                        slots, tags = _span_attrs_pb(sp.attributes, amap, res_slots, res_tags)
+                        slots, tags = _span_attrs(sp.attributes, amap, res_slots, res_tags, _av_pb)
                         if slots is None:
                             st.skipped += 1
                             continue
                         failed = sp.status.code == 2
                         exc_type = ""
                         if failed and slots[_ERR] is None:
-                            exc_type = _exception_type_pb(sp.events)
+                            exc_type = _exception_type(sp.events, _av_pb)
                         st.events.append(self._span_event(
                             slots, tags, sp.trace_id.hex(), sp.span_id.hex(), sp.parent_span_id.hex(), sp.name,
                             sp.start_time_unix_nano, sp.end_time_unix_nano, failed, exc_type, rt, st, sp))
@@ -1213,11 +1213,12 @@ def _av_json(v: Any) -> Any:
     return v.bytesValue
 
 
-def _resource_json(attrs: Any, amap: dict[str, str]) -> tuple[dict[str, str], dict[int, Any]]:
+def _resource_attrs(attrs: Any, amap: dict[str, str], av: Callable[[Any], Any]) -> tuple[dict[str, str], dict[int, Any]]:
+    """Resource attributes (JSON or protobuf KeyValues; `av` decodes their AnyValue) -> tags, slots."""
     tags: dict[str, str] = {}
     slots: dict[int, Any] = {}
     for kv in attrs:
-        key, val = kv.key, _av_json(kv.value)
+        key, val = kv.key, av(kv.value)
         if amap:
             key = amap.get(key, key)
         _resource_attr(key, val, tags, slots)
@@ -1236,9 +1237,10 @@ def _resource_attr(key: str, val: Any, tags: dict[str, str], slots: dict[int, An
             tags[key] = s
 
 
-def _span_attrs_json(attrs: Any, amap: dict[str, str], res_slots: dict[int, Any],
-                     res_tags: dict[str, str]) -> tuple[list[Any] | None, dict[str, str]]:
-    """One pass over a span's attributes: GenAI slots (best-ranked name wins) and tags.
+def _span_attrs(attrs: Any, amap: dict[str, str], res_slots: dict[int, Any], res_tags: dict[str, str],
+                av: Callable[[Any], Any]) -> tuple[list[Any] | None, dict[str, str]]:
+    """One pass over a span's attributes (JSON or protobuf KeyValues; `av` decodes their
+    AnyValue): GenAI slots (best-ranked name wins) and tags.
 
     Returns (None, {}) for spans that carry no GenAI/LLM attribute at all.
     """
@@ -1249,17 +1251,7 @@ def _span_attrs_json(attrs: Any, amap: dict[str, str], res_slots: dict[int, Any]
     roles = GENAI_ATTRIBUTES
     for kv in attrs:
         key = kv.key
-        v = kv.value
-        val = v.stringValue
-        if val is None:
-            val = v.intValue
-            if val is None:
-                val = _av_json(v)
-            elif type(val) is str:
-                try:
-                    val = int(val)
-                except ValueError:
-                    pass
+        val = av(kv.value)
         if amap:
             key = amap.get(key, key)
         role = roles.get(key)
@@ -1292,11 +1284,16 @@ def _exception_type_json(raw_events: msgspec.Raw) -> str:
         events = _SPAN_EVENTS.decode(raw_events) if raw_events is not NULL_RAW else ()
     except (msgspec.DecodeError, msgspec.ValidationError):
         return ""
-    for ev in events or ():
+    return _exception_type(events or (), _av_json)
+
+
+def _exception_type(events: Any, av: Callable[[Any], Any]) -> str:
+    """`exception.type` of a failed span's first exception event (JSON or protobuf events)."""
+    for ev in events:
         if ev.name == "exception":
             for kv in ev.attributes:
                 if kv.key == "exception.type":
-                    return _s(_av_json(kv.value))
+                    return _s(av(kv.value))
     return ""
 
 
@@ -1319,60 +1316,6 @@ def _av_pb(v: Any) -> Any:
     if kind == "bytes_value":
         return v.bytes_value.hex()
     return getattr(v, kind)
-
-
-def _resource_pb(attrs: Any, amap: dict[str, str]) -> tuple[dict[str, str], dict[int, Any]]:
-    tags: dict[str, str] = {}
-    slots: dict[int, Any] = {}
-    for kv in attrs:
-        key, val = kv.key, _av_pb(kv.value)
-        if amap:
-            key = amap.get(key, key)
-        _resource_attr(key, val, tags, slots)
-    return tags, slots
-
-
-def _span_attrs_pb(attrs: Any, amap: dict[str, str], res_slots: dict[int, Any],
-                   res_tags: dict[str, str]) -> tuple[list[Any] | None, dict[str, str]]:
-    slots: list[Any] = [None] * len(_SLOTS)
-    ranks = [99] * len(_SLOTS)
-    tags = dict(res_tags)
-    llm = False
-    roles = GENAI_ATTRIBUTES
-    for kv in attrs:
-        key = kv.key
-        val = _av_pb(kv.value)
-        if amap:
-            key = amap.get(key, key)
-        role = roles.get(key)
-        if role is not None:
-            llm = True
-            slot, rank = role
-            if rank < ranks[slot]:
-                slots[slot] = val
-                ranks[slot] = rank
-        elif key.startswith(_LLM_PREFIXES):
-            llm = True
-        elif val is not None and key not in _NO_TAG_KEYS:
-            if type(val) is not str:
-                val = _tag_str(val)
-            if len(val) <= MAX_TAG_VALUE:
-                tags[key] = val
-    if not llm:
-        return None, {}
-    for slot, (val, rank) in res_slots.items():
-        if slots[slot] is None:
-            slots[slot] = val
-    return slots, tags
-
-
-def _exception_type_pb(events: Any) -> str:
-    for ev in events:
-        if ev.name == "exception":
-            for kv in ev.attributes:
-                if kv.key == "exception.type":
-                    return _s(_av_pb(kv.value))
-    return ""
 
 
 def reason_code(dead_letter: DeadLetter) -> str:
