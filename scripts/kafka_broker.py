@@ -254,6 +254,15 @@ def _can_connect(port: int) -> bool:
         return False
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id that never starts with '-' (StorageTool would read it as an option),
+    as Kafka's own Uuid.randomUuid does."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 def start(dir: str | os.PathLike[str] | None = None, timeout_s: float = START_TIMEOUT_S) -> Broker:
     """Format (first time) and start a broker in DIR, and wait until it answers metadata.
 
@@ -300,9 +309,7 @@ def start(dir: str | os.PathLike[str] | None = None, timeout_s: float = START_TI
     jvm_common = [f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
 
     if not formatted:
-        cluster_id = "-"
-        while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid: "-..." would parse as an option
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         res = subprocess.run(
             [java, *jvm_common, "kafka.tools.StorageTool", "format", "-t", cluster_id,
              "-c", str(props_file)],

@@ -142,3 +142,12 @@ def test_cli_reports_missing_java_in_one_line(tmp_path: Path) -> None:
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "JAVA=" in lines[0] and "Traceback" not in res.stderr, res.stderr
+
+
+def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1 in 64 random ids does ("-..." base64url), and StorageTool then reads it as an option."""
+    dash_first = uuid.UUID(bytes=b"\xf8" + bytes(15))
+    drawn = iter([dash_first, uuid.UUID(int=7)])
+    monkeypatch.setattr(kafka_broker.uuid, "uuid4", lambda: next(drawn))
+    cid = kafka_broker.new_cluster_id()
+    assert not cid.startswith("-") and cid == "AAAAAAAAAAAAAAAAAAAABw"
