@@ -9,13 +9,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 # Only what the package needs, so the build does not depend on local files (.venv, caches).
-COPY pyproject.toml ./
+COPY pyproject.toml uv.lock ./
 COPY flows ./flows
 COPY operators ./operators
 COPY schemas ./schemas
 COPY connectors ./connectors
 COPY config ./config
-RUN pip install . \
+# Exact versions from uv.lock, the same ones CI tested.
+RUN pip install uv==0.13.9 \
+    && uv export --locked --no-dev --no-emit-project -o /tmp/requirements.txt \
+    && pip install --require-hashes -r /tmp/requirements.txt \
+    && pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /var/lib/hub --create-home hub
 
 USER hub

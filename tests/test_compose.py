@@ -99,7 +99,8 @@ def test_prometheus_scrapes_the_worker_metrics_port(compose: dict[str, Any]) -> 
 def test_dockerfile_installs_the_package_and_runs_hub(compose: dict[str, Any]) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
-    assert re.search(r"^RUN pip install \.", dockerfile, re.M)
+    assert re.search(r"uv export --locked", dockerfile), "the image must install from uv.lock"
+    assert re.search(r"pip install --no-deps \.", dockerfile)
     assert re.search(r'^CMD \["hub", "run"\]', dockerfile, re.M)
     assert "9108" in dockerfile
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
