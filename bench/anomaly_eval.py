@@ -42,8 +42,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from config.detection import AnomalySettings  # noqa: E402
-from operators.anomaly import AnomalyDetectorBank  # noqa: E402
-from operators.series_generator import (  # noqa: E402
+from operators.detect import AnomalyDetectorBank  # noqa: E402
+from tests.labelled_series import (  # noqa: E402
     Label,
     LabelledSeries,
     stationary_noise,

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config.detection import CorrelationSettings  # noqa: E402
-from operators.correlation import Correlator  # noqa: E402
+from operators.correlate import Correlator  # noqa: E402
 from schemas.incidents import Signal  # noqa: E402
 
 START_MS = 1_732_000_000_000

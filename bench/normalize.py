@@ -27,7 +27,7 @@ import msgspec  # noqa: E402
 
 from config.normalization import NormalizationSettings  # noqa: E402
 from operators.normalize import Normalizer, detect_format  # noqa: E402
-from operators.synthetic import generate  # noqa: E402
+from connectors.synthetic import generate  # noqa: E402
 from schemas.raw import RawMessage  # noqa: E402
 from schemas.wire import BaseMessage, HubMessage, OtlpTraces  # noqa: E402
 

@@ -19,7 +19,6 @@ Usage: python bench/pipeline.py [--events 2000000] [--runs 3] [--ceiling] [--boo
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -44,9 +43,10 @@ from connectors.clickhouse import connect  # noqa: E402
 from connectors.kafka_source import KafkaBatchSource, _PartitionReader  # noqa: E402
 from connectors.migrations import migrate  # noqa: E402
 from flows.pipeline import build_flow, epoch  # noqa: E402
-from operators.event_columns import EVENT_COLUMNS, to_columns  # noqa: E402
+from operators.shard import to_columns  # noqa: E402
+from schemas.rows import EVENT_COLUMNS  # noqa: E402
 from operators.normalize import Normalizer  # noqa: E402
-from operators.synthetic import generate  # noqa: E402
+from connectors.synthetic import generate  # noqa: E402
 
 CHUNK = 50_000
 

@@ -20,9 +20,8 @@ from typing import Literal
 
 import msgspec
 
-AnomalyType = Literal["spike", "drop", "level_shift", "frequency_change", "distribution_shift"]
-ANOMALY_TYPES: tuple[str, ...] = ("spike", "drop", "level_shift", "frequency_change", "distribution_shift")
-SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
+from schemas.vocabulary import AlertSeverity, AnomalyType
+
 VALUE_TYPES = ["spike", "drop", "level_shift"]
 DEFAULT_TYPES = ["spike", "drop", "level_shift", "distribution_shift"]
 
@@ -40,7 +39,7 @@ class MetricDetection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     value: Literal["mean", "sum", "count", "rate", "max"] = "mean"
     # Which anomaly types to look for. distribution_shift uses the window histogram, or for raw
     # point streams (update_value) the volatility test; frequency_change uses the event count.
-    types: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_TYPES))
+    types: list[AnomalyType] = msgspec.field(default_factory=lambda: list(DEFAULT_TYPES))
     # Multiplies the detector's sensitivity: threshold used = z_threshold / sensitivity.
     sensitivity: float = 1.0
     # Points (windows) a series must have before it may alert.
@@ -146,12 +145,4 @@ class DetectionSettings(msgspec.Struct, forbid_unknown_fields=True):
     anomaly: AnomalySettings = msgspec.field(default_factory=AnomalySettings)
     correlation: CorrelationSettings = msgspec.field(default_factory=CorrelationSettings)
     # Anomalies and incidents at or above this severity also go to the alerts topic.
-    alert_severity: Literal["low", "medium", "high", "critical"] = "high"
-
-
-def severity_rank(severity: str) -> int:
-    """0 (info/unknown) .. 4 (critical); case-insensitive."""
-    try:
-        return SEVERITIES.index(severity.lower())
-    except ValueError:
-        return 0
+    alert_severity: AlertSeverity = "high"

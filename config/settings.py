@@ -16,10 +16,10 @@ import msgspec
 from config.detection import DetectionSettings
 from config.errors import HubError
 from config.normalization import NormalizationSettings
+from schemas.vocabulary import SOURCES
 
 DEFAULT_CONFIG = Path(__file__).with_name("hub.toml")
 ENV_PREFIX = "HUB_"
-SOURCES = ("telemetry", "security", "cost", "governance", "registry", "policy")
 MASK = "***"
 
 

@@ -11,7 +11,6 @@ writer (retrying with backoff) and, through the bounded queue, the flow: nothing
 """
 from __future__ import annotations
 
-import base64
 import queue
 import sys
 import threading
@@ -20,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.exceptions import OperationalError
@@ -28,13 +26,14 @@ from clickhouse_connect.driver.exceptions import OperationalError
 from config.settings import HubConfig, kafka_client_config
 from connectors import worker_metrics as telemetry
 from connectors.clickhouse import connect, first_line, insert_new_windows
-from operators.detection import DetectionOutput
-from operators.event_columns import EVENT_COLUMNS
-from operators.shard import LATE_COLUMNS, ShardOutput
+from schemas.items import DetectionOutput
+from schemas.rows import EVENT_COLUMNS
+from schemas.items import ShardOutput
+from schemas.rows import LATE_COLUMNS
 from schemas.incidents import (ANOMALY_COLUMNS, EDGE_COLUMNS, INCIDENT_COLUMNS, alert_json, anomaly_row, edge_row,
                                incident_row)
 from schemas.metrics import window_rows
-from schemas.raw import DeadLetter
+from schemas.rows import DEAD_LETTER_COLUMNS, dead_letter_record, dead_letter_row
 
 ARROW_TYPES = {"String": pa.string(), "DateTime64(3)": pa.timestamp("ms", tz="UTC"), "Float64": pa.float64(),
                "UInt64": pa.uint64(), "UInt8": pa.uint8(), "Map(String, String)": pa.map_(pa.string(), pa.string())}
@@ -49,7 +48,6 @@ def _arrow_type(ch_type: str) -> pa.DataType:
 
 
 EVENT_SCHEMA = pa.schema([(name, _arrow_type(t)) for name, t in EVENT_COLUMNS])
-DEAD_LETTER_COLUMNS = ["ingest_time", "topic", "partition", "offset", "source", "code", "reason", "field", "event_id", "raw"]
 ROW_TABLES = {"dead_letters": DEAD_LETTER_COLUMNS, "late_events": LATE_COLUMNS, "anomalies": list(ANOMALY_COLUMNS),
               "incidents": list(INCIDENT_COLUMNS), "incident_edges": list(EDGE_COLUMNS)}
 MAX_BACKOFF_S = 10.0
@@ -59,17 +57,6 @@ def event_table(columns: list[list]) -> pa.Table:
     """Event columns -> Arrow, on the flow thread: the writer thread then holds the GIL only
     briefly, and the engine parses Arrow outside it."""
     return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, EVENT_SCHEMA)], schema=EVENT_SCHEMA)
-
-
-def dead_letter_row(d: DeadLetter) -> list:
-    return [d.ingest_time_ms, d.topic, d.partition, d.offset, d.source, d.code or "invalid", d.reason, d.field,
-            d.event_id, d.raw.decode("utf-8", "backslashreplace")]
-
-
-def dead_letter_record(d: DeadLetter) -> bytes:
-    return orjson.dumps({"reason": d.reason, "code": d.code, "field": d.field, "topic": d.topic,
-                         "partition": d.partition, "offset": d.offset, "source": d.source, "event_id": d.event_id,
-                         "ingest_time_ms": d.ingest_time_ms, "raw_b64": base64.b64encode(d.raw).decode()})
 
 
 class _Buffers:

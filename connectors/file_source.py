@@ -10,8 +10,8 @@ from pathlib import Path
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors import shutdown
-from operators.shard import RawBatch
-from operators.synthetic import generate
+from schemas.items import RawBatch
+from connectors.synthetic import generate
 from schemas.raw import RawMessage
 
 

@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 
 from config.errors import HubError
 from connectors import shutdown, worker_metrics
-from operators.shard import RawBatch
+from schemas.items import RawBatch
 from schemas.raw import RawMessage
 
 IDLE_TICK_S = 1.0

@@ -6,7 +6,6 @@ SQL) ends as one line on stderr and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ import orjson
 
 from config.errors import HubError
 from config.settings import HubConfig, load_config, masked
+from flows.tables import print_rows
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -175,31 +175,6 @@ def cmd_query(args: argparse.Namespace) -> int:
             raise HubError(f"ClickHouse rejected the query: {_first_line(exc)}") from None
     print_rows(list(result.column_names), result.result_rows, args.format)
     return 0
-
-
-def print_rows(names: list[str], rows: Sequence[Sequence[Any]], fmt: str, out=None) -> None:
-    out = out or sys.stdout
-    if fmt == "jsonl":
-        for row in rows:
-            out.write(orjson.dumps(dict(zip(names, row)), default=str, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
-    elif fmt == "csv":
-        w = csv.writer(out)
-        w.writerow(names)
-        w.writerows(rows)
-    else:
-        cells = [[_cell(v) for v in row] for row in rows]
-        widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
-        out.write("  ".join(n.ljust(w) for n, w in zip(names, widths)).rstrip() + "\n")
-        out.write("  ".join("-" * w for w in widths) + "\n")
-        for r in cells:
-            out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
-        out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
-
-
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
 
 
 def cmd_schema_export(args: argparse.Namespace) -> int:

@@ -18,9 +18,11 @@ from config.settings import HubConfig, kafka_client_config, load_config
 from connectors import worker_metrics as metrics
 from connectors.clickhouse_sink import ClickHouseSink
 from connectors.kafka_source import KafkaBatchSource
-from operators.detection import DetectionOutput, DetectionState
+from operators.detect import DetectionState
+from schemas.items import DetectionOutput
 from operators.normalize import Normalizer
-from operators.shard import RawBatch, ShardOutput, ShardState, process
+from operators.shard import ShardState, process
+from schemas.items import RawBatch, ShardOutput
 
 
 def kafka_source(cfg: HubConfig, stop_at_end: bool) -> KafkaBatchSource:

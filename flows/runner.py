@@ -15,9 +15,10 @@ from config.settings import HubConfig, kafka_client_config
 from connectors import shutdown, worker_metrics
 from connectors.clickhouse import connect, is_embedded
 from connectors.file_source import FileSource, SyntheticSource
-from connectors.kafka_source import KafkaUnavailable, check_broker
+from connectors.kafka_source import check_broker
 from connectors.migrations import migrate
 from flows.pipeline import build_flow, epoch, kafka_source
+from flows.tables import print_rows
 
 SUMMARY_SQL = """
 SELECT (SELECT count() FROM events FINAL) AS events,
@@ -100,8 +101,6 @@ def run(args: argparse.Namespace, cfg: HubConfig) -> int:
 
 
 def _summary(cfg: HubConfig) -> None:
-    from flows.cli import print_rows
-
     with closing(connect(cfg.clickhouse)) as client:
         result = client.query(SUMMARY_SQL)
     print("rows in the store:")

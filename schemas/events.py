@@ -25,27 +25,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import msgspec
 from msgspec import Meta
 
+
 SCHEMA_VERSION = "1.0.0"
-
-SourceModule = Literal["telemetry", "security", "cost", "governance", "registry", "policy"]
-SOURCE_MODULES: tuple[str, ...] = typing.get_args(SourceModule)
-
-# One severity scale for every family, ordered. Log levels map onto it by rank
-# (warning -> medium, error -> high, fatal -> critical); see SEVERITY_ALIASES.
-Severity = Literal["debug", "info", "low", "medium", "high", "critical"]
-SEVERITIES: tuple[str, ...] = typing.get_args(Severity)
-# For consumers that compare severities (alert thresholds): higher rank = more severe.
-SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
-SEVERITY_ALIASES: dict[str, str] = {
-    **{s: s for s in SEVERITIES},
-    "trace": "debug", "verbose": "debug", "dbg": "debug",
-    "information": "info", "informational": "info", "notice": "info", "none": "info", "ok": "info",
-    "minor": "low",
-    "warn": "medium", "warning": "medium", "moderate": "medium", "med": "medium",
-    "error": "high", "err": "high", "major": "high", "severe": "high", "important": "high",
-    "crit": "critical", "fatal": "critical", "emergency": "critical", "emerg": "critical",
-    "alert": "critical", "panic": "critical", "blocker": "critical",
-}
 
 SEMVER_PATTERN = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
 
@@ -548,7 +529,7 @@ class Event(msgspec.Struct, gc=False, omit_defaults=True, rename=_EVENT_RENAME):
     them with `new_event`); their JSON form is the hub envelope, with `event_type` as the tag
     that selects the payload type, so hub-format messages decode straight into Events and an
     encoded Event is a valid hub message. After normalization `event_time_ms` is int epoch ms
-    UTC, `source` one of SOURCE_MODULES and `severity` one of SEVERITIES. Positional field
+    UTC, `source` one of schemas.vocabulary.SOURCES and `severity` one of its SEVERITIES. Positional field
     order is part of the API (it is the cheap way to build one).
     """
 

@@ -12,10 +12,8 @@ from typing import Literal
 import msgspec
 
 from schemas.metrics import SeriesKey
+from schemas.vocabulary import AnomalyType, FindingSeverity, SignalSource
 
-AnomalyType = Literal["spike", "drop", "level_shift", "frequency_change", "distribution_shift"]
-Severity = Literal["info", "low", "medium", "high", "critical"]
-SignalSource = Literal["telemetry", "security", "cost", "governance", "registry", "policy", "anomaly"]
 Pattern = Literal["cost_impact", "security_incident", "performance_degradation", "compliance_cascade", "generic"]
 Role = Literal["root_cause", "contributor", "effect", "related"]
 Relationship = Literal["causes", "parent_of", "same_correlation", "temporal", "same_asset"]
@@ -54,7 +52,7 @@ class Anomaly(msgspec.Struct, kw_only=True):
     spread: float
     observed: float
     detector: str
-    severity: Severity = "low"
+    severity: FindingSeverity = "low"
     tags: dict[str, str] = {}
 
     @property
@@ -76,7 +74,7 @@ class Signal(msgspec.Struct, kw_only=True, gc=False):
     asset: str = ""
     correlation_id: str = ""
     parent_id: str = ""
-    severity: Severity = "info"
+    severity: FindingSeverity = "info"
     metric: str = ""
     value: float = 0.0
     score: float = 0.0
@@ -121,7 +119,7 @@ class Incident(msgspec.Struct, kw_only=True):
     status: Literal["open", "closed", "merged"] = "open"
     pattern: Pattern = "generic"
     confidence: float = 0.0
-    severity: Severity = "info"
+    severity: FindingSeverity = "info"
     opened_ms: int = 0
     start_ms: int = 0
     end_ms: int = 0

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from config.detection import AnomalySettings, DetectionSettings, MetricDetection
-from operators.anomaly import AnomalyDetectorBank
-from operators.series_generator import (
+from operators.detect import AnomalyDetectorBank
+from tests.labelled_series import (
     MINUTE_MS,
     START_MS,
     stationary_noise,

@@ -8,7 +8,8 @@ from config.settings import load_config
 from connectors.clickhouse import connect
 from connectors.clickhouse_sink import event_table
 from connectors.migrations import migrate
-from operators.event_columns import COLUMN_NAMES, to_columns
+from operators.shard import to_columns
+from schemas.rows import COLUMN_NAMES
 from operators.normalize import Normalizer
 from tests.fixtures_events import PAYLOADS, hub_message, raw
 

@@ -13,8 +13,8 @@ import msgspec
 import numpy as np
 
 from config.detection import CorrelationSettings, DetectionSettings
-from operators.anomaly import AnomalyDetectorBank
-from operators.correlation import Correlator, domain_of, incident_edges, should_alert, signal_from_anomaly
+from operators.detect import AnomalyDetectorBank
+from operators.correlate import Correlator, domain_of, incident_edges, should_alert, signal_from_anomaly
 from schemas.incidents import Incident, Signal, alert_json
 from schemas.metrics import SeriesKey, WindowMetric
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from config.detection import DetectionSettings
-from operators.detection import DetectionState, is_signal, signals_from_columns
+from operators.correlate import is_signal, signals_from_columns
+from operators.detect import DetectionState
 from schemas.metrics import SeriesKey, WindowMetric
 
 KEY = SeriesKey("latency_ms", "gpt-4o", "/v1/chat", "search")

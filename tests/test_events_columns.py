@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import msgspec
 
-from operators.event_columns import COLUMN_NAMES, EVENT_COLUMNS, to_columns
+from operators.shard import to_columns
+from schemas.rows import COLUMN_NAMES, EVENT_COLUMNS
 from operators.normalize import Normalizer
-from operators.synthetic import generate
+from connectors.synthetic import generate
 from schemas.events import EVENT_TYPES
 from schemas.raw import RawMessage
 from tests.fixtures_events import NOW_MS, PAYLOADS, TRACE_ID, hub_message, raw

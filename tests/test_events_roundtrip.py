@@ -9,7 +9,8 @@ import msgspec
 import pytest
 
 from operators.normalize import Normalizer
-from schemas.events import EVENT_CLASSES, EVENT_TYPES, SOURCE_MODULES, Event, LlmRequest, new_event
+from schemas.events import EVENT_CLASSES, EVENT_TYPES, Event, LlmRequest, new_event
+from schemas.vocabulary import SOURCES
 from schemas.jsonschema import PACKAGED_DIR, export_json_schemas
 from schemas.wire import BaseMessage, HubMessage
 from tests.fixtures_events import (
@@ -42,7 +43,7 @@ def normalize_one(value: bytes) -> Event:
 
 
 def test_fixtures_cover_every_family_and_type() -> None:
-    assert FAMILIES == sorted(SOURCE_MODULES)
+    assert FAMILIES == sorted(SOURCES)
     assert set(PAYLOADS) == set(EVENT_TYPES)
 
 

@@ -14,7 +14,7 @@ from operators.normalize import (
     parse_unit,
     reason_code,
 )
-from schemas.events import SEVERITIES
+from schemas.vocabulary import SEVERITIES
 from schemas.raw import RawMessage
 from tests.fixtures_events import (
     CURRENT_ATTRIBUTES,

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from config.normalization import NormalizationSettings
 from operators.normalize import REASON_CODES, Normalizer, reason_code
-from schemas.events import SEVERITIES, SOURCE_MODULES, AnyEvent
+from schemas.events import AnyEvent
+from schemas.vocabulary import SEVERITIES, SOURCES
 from schemas.raw import RawMessage
 from tests.fixtures_events import (
     CURRENT_ATTRIBUTES,
@@ -48,7 +49,7 @@ def check(normalizer: Normalizer, value: bytes) -> None:
         # an Event re-validates against its own wire schema (types, ranges, required fields)
         assert EVENT_DECODER.decode(msgspec.json.encode(e)) == e
         assert type(e.event_time_ms) is int and e.ingest_time_ms == NOW_MS
-        assert e.source in SOURCE_MODULES and e.severity in SEVERITIES and e.event_id
+        assert e.source in SOURCES and e.severity in SEVERITIES and e.event_id
 
 
 @FAST

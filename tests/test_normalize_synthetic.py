@@ -6,8 +6,9 @@ from collections import Counter
 
 from operators.dedup import Deduplicator
 from operators.normalize import Normalizer, detect_format, reason_code
-from operators.synthetic import MODELS, TEAMS, generate
-from schemas.events import SOURCE_MODULES, LlmRequest
+from connectors.synthetic import MODELS, TEAMS, generate
+from schemas.events import LlmRequest
+from schemas.vocabulary import SOURCES
 from schemas.raw import RawMessage
 
 START = 1_763_546_400_000
@@ -31,7 +32,7 @@ def test_deterministic_for_a_seed() -> None:
 def test_mix_covers_every_source_and_json_format_mostly_telemetry() -> None:
     values, batch = normalized()
     by_source = Counter(e.source for e in batch.events)
-    assert set(by_source) == set(SOURCE_MODULES)
+    assert set(by_source) == set(SOURCES)
     assert by_source["telemetry"] > 0.6 * len(batch.events)
     formats = Counter(detect_format(v) for v in values)
     assert formats["hub"] > formats["base"] > formats["otlp_json"] > 0.03 * N
@@ -76,7 +77,7 @@ def test_events_keep_input_order_across_wire_formats():
     import time as _time
 
     from operators.normalize import Normalizer
-    from operators.synthetic import generate
+    from connectors.synthetic import generate
     from schemas.raw import RawMessage
 
     now = int(_time.time() * 1000)

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer
 
 from config.settings import ClickHouseSettings
 from connectors.clickhouse import connect
-from operators.synthetic import generate
+from connectors.synthetic import generate
 from tests.helpers import HubProcess, http_settings, produce, query, store_digest, topic_env, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -2,8 +2,6 @@
 replayed 1-minute insert changes no rollup."""
 from __future__ import annotations
 
-from contextlib import closing
-
 import numpy as np
 import pytest
 
@@ -11,7 +9,7 @@ from config.settings import ClickHouseSettings, RetentionSettings
 from connectors.clickhouse import connect, insert_new_windows
 from schemas.metrics import window_rows
 from connectors.migrations import migrate
-from operators.windowing import MetricValues, WindowAggregator
+from operators.windows import MetricValues, WindowAggregator
 
 DAY0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a Thursday
 HOURS = 30

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators import sketch
-from operators.windowing import MetricValues, WindowAggregator
+from operators.windows import sketch
+from operators.windows import MetricValues, WindowAggregator
 
 BASE = 1_700_000_040_000 - (1_700_000_040_000 % 60_000)
 

@@ -8,33 +8,13 @@ up to the slowest shard's progress (`tick`), never ahead of a shard that is stil
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from config.detection import DetectionSettings
-from operators import sketch
-from operators.anomaly import AnomalyDetectorBank
-from operators.correlation import Correlator, should_alert, signal_from_anomaly
-from schemas.incidents import Anomaly, Incident, Signal
+from operators.correlate.correlator import Correlator, should_alert, signal_from_anomaly
+from operators.detect.bank import AnomalyDetectorBank
+from operators.windows import sketch
+from schemas.incidents import Signal
+from schemas.items import DetectionOutput
 from schemas.metrics import SeriesKey, WindowMetric
-
-# What the correlator sees of the raw events: things that go wrong or change (severity low and
-# up, failed checks, registry changes that can cause incidents). Routine records (requests,
-# per-request costs, passed evaluations, audits at info) are not signals: their problems
-# surface as anomalies of the windowed metrics, and they would swamp the correlator.
-NOTEWORTHY = {"low", "medium", "high", "critical"}
-CHANGE_TYPES = {"asset.updated", "asset.deprecated", "version.published", "version.promoted", "version.retired",
-                "policy.updated"}
-FAILED = {"failed", "fail", "denied", "deny", "violated", "blocked"}
-NOT_SIGNALS = {"telemetry.request", "telemetry.latency", "telemetry.tokens", "telemetry.throughput",
-               "cost.tokens", "cost.api", "cost.resource"}
-
-
-@dataclass
-class DetectionOutput:
-    anomalies: list[Anomaly] = field(default_factory=list)
-    incidents: list[Incident] = field(default_factory=list)
-    alerts: list[Anomaly | Incident] = field(default_factory=list)
-
 
 class DetectionState:
     """Picklable: lives in Bytewax snapshots like the window state."""
@@ -94,30 +74,3 @@ def _merge(a: WindowMetric, b: WindowMetric) -> WindowMetric:
     return WindowMetric(series=a.series, window_start_ms=a.window_start_ms, window_ms=a.window_ms,
                         count=a.count + b.count, sum=a.sum + b.sum, min=min(a.min, b.min), max=max(a.max, b.max),
                         sumsq=a.sumsq + b.sumsq, hist=hist, shard="*")
-
-
-def is_signal(event_type: str, severity: str, outcome: str) -> bool:
-    if event_type in NOT_SIGNALS:
-        return False
-    return severity in NOTEWORTHY or event_type in CHANGE_TYPES or outcome in FAILED
-
-
-def signals_from_columns(columns: dict[str, list]) -> list[Signal]:
-    """Signals for the events of a batch that the correlator should see."""
-    out = []
-    for i, (etype, severity, outcome) in enumerate(zip(columns["event_type"], columns["severity"], columns["outcome"])):
-        if not is_signal(etype, severity, outcome):
-            continue
-        value = columns["cost_usd"][i]
-        out.append(Signal(
-            id=columns["event_id"][i], time_ms=columns["event_time"][i], source=columns["source"][i], kind=etype,
-            asset=columns["model"][i] or columns["asset_id"][i], correlation_id=columns["correlation_id"][i],
-            parent_id=columns["parent_event_id"][i], severity=_severity(severity),
-            value=float(value) if value is not None else 0.0,
-            tags={k: v for k, v in (("category", columns["category"][i]), ("outcome", outcome),
-                                    ("team", columns["team"][i])) if v}))
-    return out
-
-
-def _severity(value: str) -> str:
-    return value if value in ("info", "low", "medium", "high", "critical") else "info"

@@ -28,9 +28,6 @@ from schemas.events import (
     EVENT_TYPE_OF,
     SCHEMA_VERSION,
     SEMVER_PATTERN,
-    SEVERITIES,
-    SEVERITY_ALIASES,
-    SOURCE_MODULES,
     SOURCE_OF_TYPE,
     UNIT_FIELDS,
     ApiCost,
@@ -46,6 +43,7 @@ from schemas.events import (
     TokenUsage,
 )
 from schemas.raw import DeadLetter, RawMessage
+from schemas.vocabulary import SEVERITIES, SEVERITY_ALIASES, SOURCES
 from schemas.wire import (
     BASE_PAYLOAD_OF,
     BASE_POSITIONAL,
@@ -72,7 +70,7 @@ REASON_CODES = (MALFORMED_JSON, MALFORMED_PROTOBUF, UNKNOWN_FORMAT, UNKNOWN_EVEN
                 MISSING_FIELD, INVALID_FIELD, NEGATIVE_VALUE, IMPOSSIBLE_TIMESTAMP, INTERNAL_ERROR)
 
 SOURCE_ALIASES: dict[str, str] = {
-    **{s: s for s in SOURCE_MODULES},
+    **{s: s for s in SOURCES},
     "observatory": "telemetry", "llm-observatory": "telemetry", "otel": "telemetry", "opentelemetry": "telemetry",
     "sentinel": "security", "llm-sentinel": "security",
     "costops": "cost", "cost-ops": "cost", "llm-costops": "cost",
@@ -242,9 +240,9 @@ class Normalizer:
         self.settings = settings = settings or NormalizationSettings()
         self.topic_sources = dict(topic_sources or {})
         for topic, src in self.topic_sources.items():
-            if src not in SOURCE_MODULES:
-                raise ValueError(f"topic {topic!r} maps to unknown source {src!r}; expected one of {SOURCE_MODULES}")
-        self._src = {name: _Source(name, settings.sources.get(name), settings.mode) for name in SOURCE_MODULES}
+            if src not in SOURCES:
+                raise ValueError(f"topic {topic!r} maps to unknown source {src!r}; expected one of {SOURCES}")
+        self._src = {name: _Source(name, settings.sources.get(name), settings.mode) for name in SOURCES}
         self._topic_src = {t: self._src[s] for t, s in self.topic_sources.items()}
         self._topic_fmt = {t: rt.fmt for t, rt in self._topic_src.items() if rt.fmt != "auto"}
         self._mapped = {name for name, rt in self._src.items() if rt.mappings}
@@ -371,7 +369,7 @@ class Normalizer:
             return
         if mod is None:
             raise _Reject(UNKNOWN_SOURCE, "source", f"source '{given}' is not a known module; expected one of "
-                          f"{', '.join(SOURCE_MODULES)} (or observatory, sentinel, costops, policy-engine)")
+                          f"{', '.join(SOURCES)} (or observatory, sentinel, costops, policy-engine)")
         raise _Reject(INVALID_FIELD, "source", f"source '{given}' is the {mod} module, but event type "
                       f"'{event_type}' belongs to the {src} module")
 

@@ -1,4 +1,4 @@
-"""Column layout of the ClickHouse `events` table and the batch -> columns conversion.
+"""Events -> the columns of the ClickHouse `events` table (layout: schemas.rows.EVENT_COLUMNS).
 
 `to_columns` is on the hot path (every batch): common fields come out column by column, the
 payload-derived ones from a per-payload-type extractor and one C-level transpose, ready for
@@ -50,40 +50,8 @@ from schemas.events import (
     ViolationDetected,
     VulnerabilityFound,
 )
+from schemas.rows import EVENT_COLUMNS
 
-EVENT_COLUMNS: list[tuple[str, str]] = [
-    ("event_id", "String"),
-    ("event_time", "DateTime64(3)"),
-    ("ingest_time", "DateTime64(3)"),
-    ("source", "LowCardinality(String)"),
-    ("event_type", "LowCardinality(String)"),
-    ("schema_version", "LowCardinality(String)"),
-    ("correlation_id", "String"),
-    ("parent_event_id", "String"),
-    ("severity", "LowCardinality(String)"),
-    ("environment", "LowCardinality(String)"),
-    ("region", "LowCardinality(String)"),
-    ("model", "LowCardinality(String)"),
-    ("provider", "LowCardinality(String)"),
-    ("endpoint", "LowCardinality(String)"),
-    ("team", "LowCardinality(String)"),
-    ("asset_id", "String"),
-    ("latency_ms", "Nullable(Float64)"),
-    ("ttft_ms", "Nullable(Float64)"),
-    ("input_tokens", "Nullable(UInt64)"),
-    ("output_tokens", "Nullable(UInt64)"),
-    ("cached_tokens", "Nullable(UInt64)"),
-    ("total_tokens", "Nullable(UInt64)"),
-    ("is_error", "UInt8"),
-    ("error_type", "LowCardinality(String)"),
-    ("cost_usd", "Nullable(Float64)"),
-    ("category", "LowCardinality(String)"),
-    ("policy_id", "String"),
-    ("outcome", "LowCardinality(String)"),
-    ("tags", "Map(String, String)"),
-    ("payload", "String"),
-]
-COLUMN_NAMES: list[str] = [name for name, _ in EVENT_COLUMNS]
 
 # What a payload contributes, in this order (the columns from `model` to `outcome` minus
 # endpoint/team, which come from tags):

@@ -45,7 +45,8 @@ import math
 from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict, deque
 
-from config.detection import CorrelationSettings, DetectionSettings, severity_rank
+from config.detection import CorrelationSettings, DetectionSettings
+from schemas.vocabulary import FINDING_SEVERITIES, severity_rank
 from schemas.incidents import Anomaly, Incident, IncidentEdge, IncidentMember, Signal, stable_id
 
 DOMAIN_BY_SOURCE = {
@@ -74,7 +75,7 @@ DOMAIN_BY_METRIC = {
 IMPACT_OF = {"performance": "performance", "usage": "cost", "cost": "cost", "security": "security",
              "compliance": "compliance"}
 SEVERITY_WEIGHT = {"info": 0.1, "low": 0.25, "medium": 0.5, "high": 0.75, "critical": 1.0}
-SEVERITIES = ("info", "low", "medium", "high", "critical")
+SEVERITIES = FINDING_SEVERITIES
 
 # Prior that a member of a domain is the root cause, per pattern (a change to the system is the
 # classic cause; effects show up in performance and cost).

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from operators.windowing import MetricValues
+from operators.windows import MetricValues
 
 # metric -> the source module it is measured from (cost events repeat token counts; they must
 # not count twice).

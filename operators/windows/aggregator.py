@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from operators import sketch
+from operators.windows import sketch
 from schemas.metrics import SeriesKey, WindowMetric
 
 WINDOW_MS = 60_000

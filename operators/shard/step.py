@@ -7,51 +7,20 @@ outcome depends only on the order of messages in that shard.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
 
+from operators.correlate.signals import signals_from_columns
 from operators.dedup import Deduplicator
-from operators.detection import signals_from_columns
-from operators.event_columns import EVENT_COLUMNS, to_columns
-from operators.metric_extract import extract
 from operators.normalize import Normalizer
-from operators.windowing import WindowAggregator
-from schemas.incidents import Signal
-from schemas.metrics import WindowMetric
-from schemas.raw import DeadLetter, RawMessage
+from operators.shard.columns import to_columns
+from operators.windows.aggregator import WindowAggregator
+from operators.windows.extract import extract
+from schemas.items import RawBatch, ShardOutput
+from schemas.raw import DeadLetter
+from schemas.rows import COLUMN_NAMES
 
-COLUMN_NAMES = [name for name, _ in EVENT_COLUMNS]
-LATE_COLUMNS = ["event_id", "event_time", "window_start", "watermark", "lateness_ms", "source", "model", "shard", "detected_at"]
-
-
-@dataclass
-class RawBatch:
-    """What a source emits per item: many messages from one shard (never one event per item)."""
-
-    shard: str
-    messages: list[RawMessage]
-    # Set on the last batch of a finite input.
-    final: bool = False
-    # On idle ticks from a tailing source: how long it has had no messages. The source measures
-    # it (not the shard state), so a restart does not count its own downtime as idleness.
-    idle_ms: int = 0
-
-
-@dataclass
-class ShardOutput:
-    shard: str
-    events: int = 0
-    event_columns: list[list] | None = None
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    late_rows: list[list] = field(default_factory=list)
-    windows: list[WindowMetric] = field(default_factory=list)
-    final: bool = False
-    # Events the correlator should see (security findings, violations, budget alerts, ...).
-    signals: list[Signal] = field(default_factory=list)
-    # Broker timestamps of this batch's messages (0 = unknown), for end-to-end latency.
-    produced_ms: np.ndarray | None = None
 
 
 class ShardState:

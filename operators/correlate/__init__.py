@@ -1,0 +1,6 @@
+"""Anomalies and noteworthy events grouped into incidents, with a root-cause guess."""
+from operators.correlate.correlator import Correlator, domain_of, incident_edges, should_alert, signal_from_anomaly
+from operators.correlate.signals import is_signal, signals_from_columns
+
+__all__ = ["Correlator", "domain_of", "incident_edges", "is_signal", "should_alert", "signal_from_anomaly",
+           "signals_from_columns"]

@@ -1,0 +1,279 @@
+"""Online anomaly detection per series: `AnomalyDetectorBank`, a pure operator (no I/O).
+
+The flow feeds it one merged `WindowMetric` per series and closed 1-minute window (`update`), and
+calls `tick(watermark_ms)` so that series which went silent are seen as dropping to zero. The
+evaluation harness feeds raw points (`update_value`). The bank keeps one small detector ensemble
+per series (operators/anomaly_detectors.py):
+
+- value member (RobustDetector on the per-window value chosen per metric: mean, sum, count, rate,
+  max): spike, drop, level_shift (and, for raw streams, volatility -> distribution_shift);
+- rate member (RobustDetector on log(1 + events per window), missing windows counted as 0, Poisson
+  noise floor): frequency_change, both directions, including level changes of the rate;
+- histogram member (HistShiftDetector on the window's log-bucket histogram): distribution_shift;
+- optionally river HalfSpaceTrees (settings.use_hst) as a further spike/drop voter.
+
+Memory is bounded: at most `max_series` series (least recently updated evicted), fixed-size ring
+buffers, 31 seasonal floats and a pruned histogram per series (~1.5 KB pickled for a value member).
+The whole bank pickles, so it can be the state of a Bytewax stateful operator and survive restarts;
+a restored bank produces exactly the output the original would have.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from config.detection import AnomalySettings, DetectionSettings, MetricDetection
+from operators.detect.detectors import (
+    FLOOR_BINOMIAL,
+    FLOOR_POISSON,
+    FLOOR_RELATIVE,
+    SEASON_CODES,
+    Finding,
+    HistShiftDetector,
+    HSTMember,
+    RobustDetector,
+)
+from schemas.incidents import Anomaly, anomaly_id
+from schemas.metrics import SeriesKey, WindowMetric
+
+VALUE_TYPES = frozenset(("spike", "drop", "level_shift"))
+
+
+def severity_for(score: float) -> str:
+    """Severity from score: >= 0.95 critical (|z| >~ 2.1x threshold), >= 0.8 high (~1.4x),
+    >= 0.6 medium (~1.1x), else low."""
+    if score >= 0.95:
+        return "critical"
+    if score >= 0.8:
+        return "high"
+    if score >= 0.6:
+        return "medium"
+    return "low"
+
+
+class _Series:
+    __slots__ = ("cfg", "value", "rate", "hist", "last_ws", "wms", "fill")
+
+    def __init__(self, cfg: MetricDetection, value: RobustDetector | None, rate: RobustDetector | None,
+                 hist: HistShiftDetector | None, fill: bool) -> None:
+        self.cfg = cfg
+        self.value = value
+        self.rate = rate
+        self.hist = hist
+        self.last_ws: int | None = None
+        self.wms = 0
+        self.fill = fill
+
+    def __getstate__(self) -> tuple:
+        return (self.cfg, self.value, self.rate, self.hist, self.last_ws, self.wms, self.fill)
+
+    def __setstate__(self, st: tuple) -> None:
+        self.cfg, self.value, self.rate, self.hist, self.last_ws, self.wms, self.fill = st
+
+
+def _settings(settings: DetectionSettings | AnomalySettings | None) -> AnomalySettings:
+    if settings is None:
+        return AnomalySettings()
+    if isinstance(settings, DetectionSettings):
+        return settings.anomaly
+    return settings
+
+
+class AnomalyDetectorBank:
+    """One detector ensemble per series; see the module docstring."""
+
+    def __init__(self, settings: DetectionSettings | AnomalySettings | None = None) -> None:
+        self.settings = _settings(settings)
+        self._series: OrderedDict[SeriesKey, _Series] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def __getstate__(self) -> dict:
+        return {"settings": self.settings, "series": self._series, "evicted": self.evicted}
+
+    def __setstate__(self, st: dict) -> None:
+        self.settings = st["settings"]
+        self._series = st["series"]
+        self.evicted = st["evicted"]
+
+    # -- construction ------------------------------------------------------------------------
+    def _new_series(self, key: SeriesKey, raw: bool) -> _Series:
+        s = self.settings
+        cfg = s.for_metric(key.metric)
+        types = set(cfg.types)
+        thr = s.z_threshold / max(cfg.sensitivity, 1e-6)
+        season = SEASON_CODES.get(cfg.seasonality, 0)
+        common = dict(window=s.window, warm_up=cfg.warm_up, threshold=thr, cusum_k=s.cusum_k, cusum_h=s.cusum_h,
+                      cusum_clip=s.cusum_clip, season=season, season_days=s.season_days)
+        value = rate = hist = None
+        if raw or types & VALUE_TYPES:
+            floor_kind = {"count": FLOOR_POISSON, "rate": FLOOR_BINOMIAL}.get(cfg.value, FLOOR_RELATIVE)
+            hst = None
+            if s.use_hst:
+                hst = HSTMember(s.window, zlib.crc32(repr(key).encode()) & 0x7FFFFFFF)
+            value = RobustDetector(
+                floor_kind=floor_kind, floor_val=s.relative_floor, spike="spike" in types, drop="drop" in types,
+                cusum="level_shift" in types,
+                # volatility stands in for histogram shape on raw streams (no histogram there)
+                volatility=raw and "distribution_shift" in types,
+                volatility_span=s.volatility_span, volatility_slow_span=s.volatility_slow_span,
+                hst=hst, hst_threshold=s.hst_threshold, **common)
+        if not raw and "frequency_change" in types:
+            rate = RobustDetector(floor_kind=FLOOR_POISSON, types=("frequency_change",) * 3, prefix="rate", log=True,
+                                  **common)
+        if not raw and "distribution_shift" in types:
+            hist = HistShiftDetector(half_life=s.hist_half_life, bits=s.hist_coarsen_bits, min_count=s.hist_min_count,
+                                     min_js=s.hist_min_js, window=s.window, warm_up=cfg.warm_up, threshold=thr)
+        fill = cfg.fill_missing if cfg.fill_missing is not None else cfg.value in ("sum", "count")
+        return _Series(cfg, value, rate, hist, fill)
+
+    def _get(self, key: SeriesKey, raw: bool) -> _Series | None:
+        series = self._series
+        st = series.get(key)
+        if st is None:
+            if not self.settings.enabled or not self.settings.for_metric(key.metric).enabled:
+                return None
+            st = self._new_series(key, raw)
+            series[key] = st
+            if len(series) > self.settings.max_series:
+                series.popitem(last=False)
+                self.evicted += 1
+        else:
+            series.move_to_end(key)
+        return st
+
+    # -- output ------------------------------------------------------------------------------
+    @staticmethod
+    def _emit(out: list[Anomaly], key: SeriesKey, ws: int, wms: int, findings: Iterable[Finding], min_score: float,
+              tags: dict[str, str] | None) -> None:
+        for typ, score, expected, spread, observed, detector in findings:
+            if score < min_score:
+                continue
+            out.append(Anomaly(
+                id=anomaly_id(key, ws, typ, detector), metric=key.metric, model=key.model, endpoint=key.endpoint,
+                team=key.team, window_start_ms=ws, window_ms=wms, anomaly_type=typ, score=round(score, 6),
+                expected=expected, spread=spread, observed=observed, detector=detector,
+                severity=severity_for(score), tags=dict(tags) if tags else {}))
+
+    # -- public API --------------------------------------------------------------------------
+    def update(self, window: WindowMetric, tags: dict[str, str] | None = None) -> list[Anomaly]:
+        """Score one closed window of one series (shards already merged). Windows must arrive in
+        order per series; a window at or before the last one seen is ignored (already scored)."""
+        key = window.series
+        st = self._get(key, raw=False)
+        if st is None:
+            return []
+        ws, wms = window.window_start_ms, window.window_ms
+        out: list[Anomaly] = []
+        cfg = st.cfg
+        if st.last_ws is not None:
+            if ws <= st.last_ws:
+                return out
+            if wms > 0:
+                self._fill_gap(st, key, st.last_ws, ws, wms, out, tags)
+        st.last_ws, st.wms = ws, wms
+        count = window.count
+        if st.value is not None:
+            v = _window_value(window, cfg.value)
+            if v is not None and (count >= cfg.min_count or cfg.value in ("sum", "count")):
+                f = st.value.step(ws, v, float(count))
+                if f:
+                    self._emit(out, key, ws, wms, f, cfg.min_score, tags)
+        if st.rate is not None:
+            f = st.rate.step(ws, float(count))
+            if f:
+                self._emit(out, key, ws, wms, f, cfg.min_score, tags)
+        if st.hist is not None and window.hist:
+            f1 = st.hist.step(ws, window.hist)
+            if f1:
+                self._emit(out, key, ws, wms, (f1,), cfg.min_score, tags)
+        return out
+
+    def _fill_gap(self, st: _Series, key: SeriesKey, last_ws: int, until_ws: int, wms: int, out: list[Anomaly],
+                  tags: dict[str, str] | None) -> None:
+        """Windows with no data between last_ws and until_ws (exclusive): zero events."""
+        missing = (until_ws - last_ws) // wms - 1
+        if missing <= 0:
+            return
+        cap = self.settings.max_gap_fill
+        first = until_ws - min(missing, cap) * wms
+        cfg = st.cfg
+        for ws in range(first, until_ws, wms):
+            if st.rate is not None:
+                f = st.rate.step(ws, 0.0)
+                if f:
+                    self._emit(out, key, ws, wms, f, cfg.min_score, tags)
+            if st.value is not None and st.fill:
+                f = st.value.step(ws, 0.0, 0.0)
+                if f:
+                    self._emit(out, key, ws, wms, f, cfg.min_score, tags)
+
+    def tick(self, now_ms: int) -> list[Anomaly]:
+        """Close out silent series: every window that ended at or before now_ms (the event-time
+        watermark) and had no data counts as zero events. Call it as the watermark advances; a
+        window arriving later for an already-filled slot is ignored."""
+        out: list[Anomaly] = []
+        for key, st in list(self._series.items()):
+            if st.last_ws is None or st.wms <= 0 or (st.rate is None and not st.fill):
+                continue
+            wms = st.wms
+            # last window start whose end <= now_ms
+            last_closed = (now_ms - wms) // wms * wms
+            if last_closed > st.last_ws:
+                self._fill_gap(st, key, st.last_ws, last_closed + wms, wms, out, None)
+                st.last_ws = last_closed
+        return out
+
+    def update_value(self, series: SeriesKey, time_ms: int, value: float) -> list[Anomaly]:
+        """Score one raw point (value member only: spike, drop, level_shift, volatility)."""
+        if value != value or value in (math.inf, -math.inf):
+            return []
+        st = self._get(series, raw=True)
+        if st is None or st.value is None:
+            return []
+        f = st.value.step(time_ms, value)
+        if f:
+            out: list[Anomaly] = []
+            self._emit(out, series, time_ms, 0, f, st.cfg.min_score, None)
+            return out
+        return []
+
+    def update_values(self, series: SeriesKey, times: Iterable[int], values: Iterable[float]) -> list[Anomaly]:
+        """`update_value` for a run of points of one series (same result, less call overhead)."""
+        st = self._get(series, raw=True)
+        if st is None or st.value is None:
+            return []
+        step = st.value.step
+        out: list[Anomaly] = []
+        min_score = st.cfg.min_score
+        for t, v in zip(times, values):
+            if v != v or v in (math.inf, -math.inf):
+                continue
+            f = step(t, v)
+            if f:
+                self._emit(out, series, t, 0, f, min_score, None)
+        return out
+
+    def baseline(self, series: SeriesKey, time_ms: int = 0) -> tuple[float, float] | None:
+        """(expected, sigma) of the value member now, for dashboards and tests; None if unknown."""
+        st = self._series.get(series)
+        if st is None or st.value is None or not st.value.srt:
+            return None
+        med, sig = st.value.baseline()
+        return med + st.value.seasonal(time_ms), sig
+
+
+def _window_value(w: WindowMetric, how: str) -> float | None:
+    if how == "count":
+        return float(w.count)
+    if how == "sum":
+        return w.sum
+    if w.count <= 0:
+        return None
+    if how == "max":
+        return w.max
+    return w.sum / w.count  # mean, rate

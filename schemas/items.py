@@ -1,0 +1,53 @@
+"""Items that travel between the dataflow's steps (source -> shard step -> detection -> sinks).
+
+They live here, not with the steps that make them, so sinks (connectors) can read them without
+importing an operator. Per DESIGN.md, an item is a batch or per-window partials, never one event.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from schemas.incidents import Anomaly, Incident, Signal
+from schemas.metrics import WindowMetric
+from schemas.raw import DeadLetter, RawMessage
+
+
+class RawBatch(msgspec.Struct):
+    """What a source emits per item: many messages from one shard (never one event per item)."""
+
+    shard: str
+    messages: list[RawMessage]
+    # Set on the last batch of a finite input.
+    final: bool = False
+    # On idle ticks from a tailing source: how long it has had no messages. The source measures
+    # it (not the shard state), so a restart does not count its own downtime as idleness.
+    idle_ms: int = 0
+
+
+class ShardOutput(msgspec.Struct):
+    """One batch's results from its shard's step."""
+
+    shard: str
+    events: int = 0
+    # Column-oriented `events` rows (schemas.rows.EVENT_COLUMNS order), None when none were kept.
+    event_columns: list[list] | None = None
+    dead_letters: list[DeadLetter] = []
+    late_rows: list[list] = []
+    windows: list[WindowMetric] = []
+    final: bool = False
+    # Events the correlator should see (security findings, violations, budget alerts, ...).
+    signals: list[Signal] = []
+    # Broker timestamps of this batch's messages (0 = unknown) as a numpy int64 array, for
+    # end-to-end latency.
+    produced_ms: Any = None
+
+
+class DetectionOutput(msgspec.Struct):
+    """What the detection step found while taking one shard output."""
+
+    anomalies: list[Anomaly] = []
+    incidents: list[Incident] = []
+    # The subset of anomalies and incidents at or above the alert severity.
+    alerts: list[Anomaly | Incident] = []
