@@ -105,5 +105,5 @@ def test_dockerfile_installs_the_package_and_runs_hub(compose: dict[str, Any]) -
     assert "9108" in dockerfile
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "hub" in pyproject["project"]["scripts"]  # the console script the image runs
-    for package in pyproject["tool"]["setuptools"]["packages"]:
+    for package in (p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]):
         assert re.search(rf"^COPY {package} ", dockerfile, re.M), f"Dockerfile does not copy {package}/"
