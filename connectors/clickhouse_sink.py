@@ -1,4 +1,4 @@
-"""ClickHouse (and Kafka dead-letter / alerts topic) output of the flow, on a writer thread.
+"""The ClickHouse output of the flow (every table it writes), on a writer thread.
 
 Inserts run on their own thread so decoding the next batch overlaps the insert (the engine and
 the HTTP client work outside the GIL). Events travel as Arrow tables built on the flow thread
@@ -23,17 +23,13 @@ import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from config.settings import HubConfig, kafka_client_config
+from config.settings import HubConfig
 from connectors import worker_metrics as telemetry
 from connectors.clickhouse import connect, first_line, insert_new_windows
-from schemas.items import DetectionOutput
-from schemas.rows import EVENT_COLUMNS
-from schemas.items import ShardOutput
-from schemas.rows import LATE_COLUMNS
-from schemas.incidents import (ANOMALY_COLUMNS, EDGE_COLUMNS, INCIDENT_COLUMNS, alert_json, anomaly_row, edge_row,
-                               incident_row)
+from schemas.incidents import ANOMALY_COLUMNS, EDGE_COLUMNS, INCIDENT_COLUMNS, anomaly_row, edge_row, incident_row
+from schemas.items import DetectionOutput, ShardOutput
 from schemas.metrics import window_rows
-from schemas.rows import DEAD_LETTER_COLUMNS, dead_letter_record, dead_letter_row
+from schemas.rows import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, LATE_COLUMNS, dead_letter_row
 
 ARROW_TYPES = {"String": pa.string(), "DateTime64(3)": pa.timestamp("ms", tz="UTC"), "Float64": pa.float64(),
                "UInt64": pa.uint64(), "UInt8": pa.uint8(), "Map(String, String)": pa.map_(pa.string(), pa.string())}
@@ -101,11 +97,6 @@ class _Writer(StatefulSinkPartition[Any, None]):
     def __init__(self, cfg: HubConfig) -> None:
         self.cfg = cfg
         self.client = connect(cfg.clickhouse)
-        self.producer = None
-        if cfg.kafka.bootstrap_servers:
-            from confluent_kafka import Producer
-
-            self.producer = Producer({**kafka_client_config(cfg), "linger.ms": "50", "compression.type": "lz4"})
         self.queue: queue.Queue = queue.Queue(maxsize=64)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="clickhouse-writer", daemon=True)
@@ -154,14 +145,11 @@ class _Writer(StatefulSinkPartition[Any, None]):
                 barrier = item if isinstance(item, threading.Event) else None
                 for out, events in item if barrier is None else ():
                     buf.add(out, events)
-                    self._produce(out)
                 due = buf.since and time.monotonic() - buf.since >= delay
                 if barrier is not None or buf.size() >= limit or (due and not buf.empty()):
                     self._insert(buf)
                     buf = _Buffers()
                 if barrier is not None:
-                    if self.producer is not None:
-                        self.producer.flush(30)
                     barrier.set()
         except BaseException as exc:  # surfaced on the flow thread by _raise_failure
             self.failure = exc
@@ -201,23 +189,6 @@ class _Writer(StatefulSinkPartition[Any, None]):
             telemetry.STORE_RETRIES.inc()
             time.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
-
-    def _produce(self, out: ShardOutput | DetectionOutput) -> None:
-        if self.producer is None:
-            return
-        topics = self.cfg.kafka.topics
-        if isinstance(out, DetectionOutput):
-            records = [(topics.alerts, alert_json(r)) for r in out.alerts]
-        else:
-            records = [(topics.dead_letter, dead_letter_record(d)) for d in out.dead_letters]
-        for topic, value in records:
-            while True:
-                try:
-                    self.producer.produce(topic, value)
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)
-        self.producer.poll(0)
 
 
 class ClickHouseSink(FixedPartitionedSink[Any, None]):

@@ -15,6 +15,8 @@ WINDOWS = Counter("hub_windows_closed_total", "1-minute series windows closed an
 BATCHES = Counter("hub_batches_total", "Input batches processed")
 STORE_RETRIES = Counter("hub_store_retries_total", "ClickHouse insert attempts retried")
 KAFKA_ERRORS = Counter("hub_kafka_consume_errors_total", "Non-fatal consumer errors (librdkafka retries them)", ["topic", "code"])
+PRODUCE_ERRORS = Counter("hub_kafka_produce_errors_total", "Records the broker refused (dead-letter and alerts topics)",
+                         ["topic", "code"])
 E2E_LATENCY = Histogram("hub_end_to_end_latency_seconds", "Kafka produce time to queryable in ClickHouse (1 in 64 messages)",
                         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
 SAMPLE_EVERY = 64

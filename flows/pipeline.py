@@ -1,4 +1,5 @@
-"""The main dataflow: input batches -> per-shard normalize/dedup/windows -> ClickHouse.
+"""The main dataflow: input batches -> per-shard normalize/dedup/windows -> detection -> outputs
+(ClickHouse; with Kafka configured also the dead-letter and alerts topics).
 
 `hub run` builds and runs it in-process; for clusters use
 `python -m bytewax.run flows.pipeline:get_flow -w N -i I -a ADDRS` (config from HUB_CONFIG and
@@ -17,12 +18,14 @@ from bytewax.outputs import Sink
 from config.settings import HubConfig, kafka_client_config, load_config
 from connectors import worker_metrics as metrics
 from connectors.clickhouse_sink import ClickHouseSink
+from connectors.kafka_sink import KafkaTopicSink, Record
 from connectors.kafka_source import KafkaBatchSource
 from operators.detect import DetectionState
-from schemas.items import DetectionOutput
 from operators.normalize import Normalizer
 from operators.shard import ShardState, process
-from schemas.items import RawBatch, ShardOutput
+from schemas.incidents import alert_json
+from schemas.items import DetectionOutput, RawBatch, ShardOutput
+from schemas.rows import dead_letter_record
 
 
 def kafka_source(cfg: HubConfig, stop_at_end: bool) -> KafkaBatchSource:
@@ -37,9 +40,9 @@ def kafka_source(cfg: HubConfig, stop_at_end: bool) -> KafkaBatchSource:
 GIL_SWITCH_INTERVAL_S = 0.05
 
 
-def build_flow(cfg: HubConfig, source: FixedPartitionedSource, sink: Sink | None = None) -> Dataflow:
-    """`sink` defaults to ClickHouse; bench/pipeline.py swaps in a discarding one to measure the
-    flow's own ceiling."""
+def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | None = None) -> Dataflow:
+    """`store` replaces the ClickHouse output and drops the topic outputs: bench/pipeline.py's
+    --ceiling passes a discarding sink to measure the flow with nothing written anywhere."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     topic_sources = {topic: src for src, topic in cfg.kafka.topics.by_source().items()}
     normalizer = Normalizer(cfg.normalization, topic_sources=topic_sources)
@@ -69,8 +72,24 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource, sink: Sink | None
     slim = op.map("for_detection", outputs, lambda kv: ("detection", ShardOutput(
         kv[1].shard, windows=kv[1].windows, signals=kv[1].signals, final=kv[1].final)))
     detected = op.stateful_map("detect", slim, detect)
-    op.output("clickhouse", op.merge("to_store", outputs, detected), sink or ClickHouseSink(cfg))
+    # One output per destination; a new destination is one connector and one line here.
+    op.output("clickhouse", op.merge("to_store", outputs, detected), store or ClickHouseSink(cfg))
+    if cfg.kafka.bootstrap_servers and store is None:
+        producer = kafka_client_config(cfg)
+        op.output("dead_letter_topic", op.filter_map("dead_letter_records", outputs, _dead_letter_records),
+                  KafkaTopicSink(producer, cfg.kafka.topics.dead_letter))
+        op.output("alerts_topic", op.filter_map("alert_records", detected, _alert_records),
+                  KafkaTopicSink(producer, cfg.kafka.topics.alerts))
     return flow
+
+
+def _dead_letter_records(kv: tuple[str, ShardOutput]) -> list[Record] | None:
+    """Keyed by the source topic, so one input topic's rejects stay in order."""
+    return [(d.topic.encode(), dead_letter_record(d)) for d in kv[1].dead_letters] or None
+
+
+def _alert_records(kv: tuple[str, DetectionOutput]) -> list[Record] | None:
+    return [(r.id.encode(), alert_json(r)) for r in kv[1].alerts] or None
 
 
 def _count(out: ShardOutput) -> None:
