@@ -7,11 +7,15 @@ file can be committed or shown without leaking them.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+import tomli_w
+from msgspec import Meta
 
 from config.detection import DetectionSettings
 from config.errors import HubError
@@ -21,6 +25,14 @@ from schemas.vocabulary import SOURCES
 DEFAULT_CONFIG = Path(__file__).with_name("hub.toml")
 ENV_PREFIX = "HUB_"
 MASK = "***"
+
+# Value rules as types: msgspec checks them while converting and names the key on failure.
+PositiveInt = Annotated[int, Meta(gt=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+NonNegativeInt = Annotated[int, Meta(ge=0)]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+# chdb:///abs/path or chdb://relative/path = embedded engine; http(s)://host:port = server.
+Dsn = Annotated[str, Meta(pattern="^(chdb|https?)://")]
 
 
 class ConfigError(HubError):
@@ -51,60 +63,59 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
     client_config: dict[str, str] = {}
     # Secret: only from HUB_KAFKA__SASL_PASSWORD.
     sasl_password: str = ""
-    batch_size: int = 2000
+    batch_size: PositiveInt = 2000
     starting_offset: Literal["earliest", "latest"] = "earliest"
     connect_timeout_s: float = 10.0
 
 
 class ClickHouseSettings(msgspec.Struct, forbid_unknown_fields=True):
-    # chdb:///abs/path or chdb://relative/path = embedded engine; http(s)://host:port = server.
-    dsn: str = "chdb://.hub/store"
+    dsn: Dsn = "chdb://.hub/store"
     database: str = "default"
     username: str = "default"
     # Secret: only from HUB_CLICKHOUSE__PASSWORD.
     password: str = ""
-    insert_batch_rows: int = 10_000
+    insert_batch_rows: PositiveInt = 10_000
     insert_max_delay_s: float = 1.0
     connect_timeout_s: float = 10.0
 
 
 class WindowSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Events whose 1-minute window closed more than this long ago (in event time) are late.
-    allowed_lateness_s: int = 60
+    allowed_lateness_s: NonNegativeInt = 60
     # With no input for this long, windows are closed by the wall clock (tailing Kafka).
-    idle_close_s: int = 30
+    idle_close_s: NonNegativeInt = 30
 
 
 class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Days kept per table; applied as ClickHouse TTLs by `hub migrate`."""
 
-    events_days: int = 7
-    dead_letters_days: int = 30
-    late_events_days: int = 30
-    metrics_1m_days: int = 7
-    metrics_5m_days: int = 30
-    metrics_15m_days: int = 30
-    metrics_1h_days: int = 90
-    metrics_6h_days: int = 180
-    metrics_1d_days: int = 365
-    metrics_1w_days: int = 730
-    metrics_1mo_days: int = 1825
-    anomalies_days: int = 365
-    incidents_days: int = 365
+    events_days: PositiveInt = 7
+    dead_letters_days: PositiveInt = 30
+    late_events_days: PositiveInt = 30
+    metrics_1m_days: PositiveInt = 7
+    metrics_5m_days: PositiveInt = 30
+    metrics_15m_days: PositiveInt = 30
+    metrics_1h_days: PositiveInt = 90
+    metrics_6h_days: PositiveInt = 180
+    metrics_1d_days: PositiveInt = 365
+    metrics_1w_days: PositiveInt = 730
+    metrics_1mo_days: PositiveInt = 1825
+    anomalies_days: PositiveInt = 365
+    incidents_days: PositiveInt = 365
 
 
 class RecoverySettings(msgspec.Struct, forbid_unknown_fields=True):
     # Empty: no recovery snapshots (fine for one-shot file/synthetic runs).
     dir: str = ""
-    snapshot_interval_s: float = 10.0
+    snapshot_interval_s: PositiveFloat = 10.0
     backup_interval_s: float = 0.0
-    partitions: int = 1
+    partitions: PositiveInt = 1
 
 
 class MetricsEndpointSettings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     # 0 disables the Prometheus endpoint.
-    port: int = 0
+    port: Port = 0
 
 
 class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -194,13 +205,23 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _describe(err: msgspec.ValidationError) -> str:
-    """msgspec says `... - at `$.kafka.batch_size``; operators want `kafka.batch_size: ...`."""
+def _describe(err: msgspec.ValidationError, data: dict[str, Any]) -> str:
+    """msgspec says ``Expected `int` >= 0 - at `$.windows.allowed_lateness_s` ``; operators want
+    `windows.allowed_lateness_s: expected >= 0, got -1`, the value included because it may come
+    from the file, the environment or a flag."""
     msg = str(err)
-    if " - at `$." in msg:
-        what, where = msg.rsplit(" - at `$.", 1)
-        return f"{where.rstrip('`')}: {what}"
-    return msg
+    if " - at `$." not in msg:
+        return msg
+    what, where = msg.rsplit(" - at `$.", 1)
+    where = where.rstrip("`")
+    what = re.sub(r"^Expected `[^`]+` (?=[<>])", "expected ", what)
+    what = what[:1].lower() + what[1:]
+    value: Any = data
+    for part in where.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, (int, float, str)) and "got" not in what:
+        what += f", got {value!r}"
+    return f"{where}: {what}"
 
 
 def load_config(
@@ -219,49 +240,55 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_path(data, dotted, value)
+    # Over the defaults, key by key: setting one metric's detector keeps every other default.
+    merged = _deep_merge(msgspec.to_builtins(HubConfig()), data)
     try:
-        # Over the defaults, key by key: setting one metric's detector keeps every other default.
-        cfg = msgspec.convert(_deep_merge(msgspec.to_builtins(HubConfig()), data), HubConfig, strict=False)
+        return msgspec.convert(merged, HubConfig, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid config ({file}): {_describe(exc)}") from None
-    _validate(cfg)
-    return cfg
+        raise ConfigError(f"invalid config ({file}): {_describe(exc, merged)}") from None
 
 
-def _validate(cfg: HubConfig) -> None:
-    """Rules msgspec types can't say: ranges and DSN shapes."""
-    dsn = cfg.clickhouse.dsn
-    if not dsn.startswith(("chdb://", "http://", "https://")):
-        raise ConfigError(f"clickhouse.dsn: {dsn!r} must start with chdb://, http:// or https://")
-    positive = {
-        "kafka.batch_size": cfg.kafka.batch_size,
-        "clickhouse.insert_batch_rows": cfg.clickhouse.insert_batch_rows,
-        "recovery.partitions": cfg.recovery.partitions,
-        "recovery.snapshot_interval_s": cfg.recovery.snapshot_interval_s,
-    }
-    positive |= {f"retention.{k}": getattr(cfg.retention, k) for k in cfg.retention.__struct_fields__}
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key}: must be > 0, got {value}")
-    for key, value in {"windows.allowed_lateness_s": cfg.windows.allowed_lateness_s,
-                       "windows.idle_close_s": cfg.windows.idle_close_s}.items():
-        if value < 0:
-            raise ConfigError(f"{key}: must be >= 0, got {value}")
-    if not 0 <= cfg.metrics.port <= 65535:
-        raise ConfigError(f"metrics.port: must be 0..65535, got {cfg.metrics.port}")
+def _secret_paths(data: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Where the plain config data has room for a secret, set or not."""
+    paths: list[tuple[str, ...]] = [*sorted(SECRETS)]
+    paths += [("kafka", "client_config", key) for key in data["kafka"]["client_config"]
+              if "password" in key or "secret" in key]
+    return paths
+
+
+def _node(data: dict[str, Any], parents: Sequence[str]) -> dict[str, Any]:
+    for part in parents:
+        data = data[part]
+    return data
 
 
 def masked(cfg: HubConfig) -> dict[str, Any]:
-    """The effective config as plain data with every secret replaced by ***."""
+    """The effective config as plain data with every secret that is set replaced by ***."""
     data = msgspec.to_builtins(cfg)
-    for section, key in SECRETS:
-        if data[section].get(key):
-            data[section][key] = MASK
-    client = data["kafka"]["client_config"]
-    for key in client:
-        if "password" in key or "secret" in key:
-            client[key] = MASK
+    for *parents, key in _secret_paths(data):
+        node = _node(data, parents)
+        if node[key]:
+            node[key] = MASK
     return data
+
+
+def _without_none(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in data.items() if v is not None}
+
+
+def to_toml(cfg: HubConfig) -> str:
+    """The effective config as a TOML file that `load_config` accepts as it is.
+
+    TOML has no null, so unset optional keys (None: inherit or automatic) are left out. Secret
+    keys are left out too, even empty, since a file holding one is refused; those that are set
+    are listed masked in comments instead.
+    """
+    data = msgspec.to_builtins(cfg)
+    notes = []
+    for *parents, key in _secret_paths(data):
+        if _node(data, parents).pop(key):
+            notes.append(f'# {".".join([*parents, key])} = "{MASK}"  (secret: never written here; set it in the environment)\n')
+    return "".join(notes) + tomli_w.dumps(_without_none(data))
 
 
 def kafka_client_config(cfg: HubConfig) -> dict[str, str]:

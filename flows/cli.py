@@ -6,6 +6,7 @@ SQL) ends as one line on stderr and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -16,11 +17,12 @@ from typing import Any, NoReturn
 import orjson
 
 from config.errors import HubError
-from config.settings import HubConfig, load_config, masked
+from config.settings import HubConfig, load_config, masked, to_toml
 from flows.tables import print_rows
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+DISTRIBUTION = "llm-analytics-hub"
 REPORTS = {
     "latency": """
         SELECT window_start AS hour, model, sum(count) AS requests,
@@ -45,6 +47,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class VersionAction(argparse.Action):
+    """`--version` reads the installed package's metadata only when asked, so it always matches
+    what is installed and costs nothing on other commands."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the installed version and exit", **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> NoReturn:
+        try:
+            version = importlib.metadata.version(DISTRIBUTION)
+        except importlib.metadata.PackageNotFoundError:
+            parser.exit(EXIT_FAILURE, f"{parser.prog}: error: package {DISTRIBUTION} is not installed, "
+                                      f"so it has no version (make setup installs it)\n")
+        print(f"{parser.prog} {version}")
+        parser.exit()
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("global options")
@@ -57,6 +78,7 @@ def _common() -> argparse.ArgumentParser:
 def build_parser() -> Parser:
     common = _common()
     parser = Parser(prog="hub", description="LLM Analytics Hub: Kafka -> Bytewax -> ClickHouse analytics for LLM platforms.")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="run the pipeline",
@@ -113,11 +135,11 @@ def config_from(args: argparse.Namespace) -> HubConfig:
 # -- commands ----------------------------------------------------------------------------------
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    data = masked(config_from(args))
+    cfg = config_from(args)
     if args.format == "json":
-        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(masked(cfg), option=orjson.OPT_INDENT_2).decode())
     else:
-        print(_to_toml(data))
+        print(to_toml(cfg), end="")
     return 0
 
 
@@ -125,21 +147,6 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     config_from(args)
     print("config ok")
     return 0
-
-
-def _to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    lines = [f"[{prefix}]"] if prefix and (scalars or not tables) else []
-    lines += [f"{_toml_key(k)} = {orjson.dumps(v).decode()}" for k, v in scalars.items()]
-    out = "\n".join(lines)
-    for k, v in tables.items():
-        out += ("\n\n" if out else "") + _to_toml(v, f"{prefix}.{_toml_key(k)}" if prefix else _toml_key(k))
-    return out
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else orjson.dumps(key).decode()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -1,20 +1,22 @@
 """The `hub` CLI: subcommands, --help everywhere, one-line errors with non-zero exits."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from flows import cli
 from flows.cli import build_parser, main
 
 COMMANDS = [["run"], ["migrate"], ["query"], ["schema", "export"], ["config", "show"], ["config", "check"]]
 
 
 def hub(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 
@@ -38,6 +40,7 @@ def test_unknown_option_is_one_line_usage_error():
 @pytest.mark.parametrize("args, env, expected", [
     (["query", "--config", "/nonexistent/hub.toml", "SELECT 1"], {}, "cannot read config file /nonexistent/hub.toml"),
     (["config", "check"], {"HUB_KAFKA__BATCH_SIZE": "lots"}, "kafka.batch_size"),
+    (["config", "check"], {"HUB_WINDOWS__ALLOWED_LATENESS_S": "-1"}, "windows.allowed_lateness_s: expected >= 0, got -1"),
     (["query", "--clickhouse", "http://127.0.0.1:9", "SELECT 1"], {}, "cannot connect to ClickHouse at http://127.0.0.1:9"),
     (["run", "--kafka", "127.0.0.1:9", "--clickhouse", "chdb://{tmp}/s"], {"HUB_KAFKA__CONNECT_TIMEOUT_S": "2"},
      "Kafka at 127.0.0.1:9 did not answer"),
@@ -74,6 +77,46 @@ def test_config_show_masks_secrets(capsys, monkeypatch):
     assert main(["config", "show"]) == 0
     out = capsys.readouterr().out
     assert "hunter2" not in out and "[kafka.topics]" in out
+
+
+def installed_hub(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a shell line with the installed `hub` console script first on PATH and HUB_* only from env."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
+    return subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**base, **env})
+
+
+@pytest.mark.parametrize("env", [
+    {},
+    {"HUB_CLICKHOUSE__PASSWORD": "hunter2", "HUB_KAFKA__SASL_PASSWORD": "s3cret",
+     "HUB_KAFKA__CLIENT_CONFIG__SSL_KEY_PASSWORD": "keypw"},
+], ids=["no-secrets", "secrets-in-env"])
+def test_config_show_output_passes_config_check(tmp_path, env):
+    r = installed_hub("hub config show > c.toml && hub config check --config c.toml", tmp_path, env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "config ok\n" and r.stderr == ""
+    shown = (tmp_path / "c.toml").read_text()
+    assert "null" not in shown
+    for secret in env.values():
+        assert secret not in shown
+    if env:
+        assert '# clickhouse.password = "***"' in shown and '# kafka.sasl_password = "***"' in shown
+
+
+def test_version_is_the_installed_package_version(tmp_path):
+    r = installed_hub("hub --version", tmp_path, {})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"hub {importlib.metadata.version('llm-analytics-hub')}\n"
+
+
+def test_version_without_installed_package_is_one_line_error(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "DISTRIBUTION", "llm-analytics-hub-not-installed")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == cli.EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "is not installed" in err and err.count("\n") == 1
 
 
 def test_migrate_status_lists_pending_then_applied(chdb_dsn, capsys):

@@ -1,9 +1,12 @@
 """Typed config: file + environment + flags, one-line errors, secrets only from the environment."""
 from __future__ import annotations
 
+import tomllib
+
+import msgspec
 import pytest
 
-from config.settings import ConfigError, load_config, masked
+from config.settings import ConfigError, HubConfig, load_config, masked, to_toml
 
 
 def write(tmp_path, text: str):
@@ -41,12 +44,29 @@ def test_librdkafka_passthrough_from_env():
     ("[clickhouse]\ndsn = \"mysql://x\"\n", "clickhouse.dsn"),
     ("[windows]\nallowed_lateness_s = -1\n", "windows.allowed_lateness_s"),
     ("[retention]\nevents_days = 0\n", "retention.events_days"),
+    ("[kafka]\nbatch_size = 0\n", "kafka.batch_size"),
+    ("[recovery]\nsnapshot_interval_s = 0.0\n", "recovery.snapshot_interval_s"),
+    ("[metrics]\nport = 65536\n", "metrics.port"),
 ])
 def test_invalid_config_names_the_key_in_one_line(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text), environ={})
     msg = str(err.value)
     assert key in msg and "\n" not in msg
+
+
+def test_range_error_says_the_rule_and_the_value():
+    with pytest.raises(ConfigError) as err:
+        load_config(environ={"HUB_WINDOWS__ALLOWED_LATENESS_S": "-1"})
+    assert str(err.value).endswith("windows.allowed_lateness_s: expected >= 0, got -1")
+
+
+def test_rules_live_on_the_config_types():
+    """Any decoder of HubConfig gets the same rules, not only load_config."""
+    with pytest.raises(msgspec.ValidationError, match="allowed_lateness_s"):
+        msgspec.convert({"windows": {"allowed_lateness_s": -1}}, HubConfig)
+    with pytest.raises(msgspec.ValidationError, match="dsn"):
+        msgspec.json.decode(b'{"clickhouse": {"dsn": "mysql://x"}}', type=HubConfig)
 
 
 def test_unreadable_and_malformed_files(tmp_path):
@@ -75,3 +95,29 @@ def test_one_metric_override_keeps_the_other_metric_defaults(tmp_path):
     assert metrics["latency_ms"].sensitivity == 2.0
     assert metrics["latency_ms"].types == load_config(environ={}).detection.anomaly.metrics["latency_ms"].types
     assert metrics["requests"].types == ["frequency_change"]
+
+
+def test_toml_output_loads_back_to_the_same_config(tmp_path):
+    """Unset optional keys are left out (TOML has no null); a key that is set survives."""
+    p = write(tmp_path, '[normalization.sources.cost]\nmode = "lenient"\n'
+                        '[detection.anomaly.metrics.errors]\nfill_missing = true\n'
+                        '[kafka.client_config]\n"security.protocol" = "SASL_SSL"\n')
+    cfg = load_config(p, environ={})
+    text = to_toml(cfg)
+    data = tomllib.loads(text)
+    assert data["normalization"]["sources"]["cost"]["mode"] == "lenient"
+    assert "mode" not in data["normalization"]["sources"]["telemetry"]
+    assert "fill_missing" not in data["detection"]["anomaly"]["metrics"]["latency_ms"]
+    assert load_config(write(tmp_path, text), environ={}) == cfg
+
+
+def test_toml_output_leaves_secrets_out_and_lists_the_set_ones_masked(tmp_path):
+    env = {"HUB_CLICKHOUSE__PASSWORD": "hunter2", "HUB_KAFKA__CLIENT_CONFIG__SSL_KEY_PASSWORD": "keypw"}
+    cfg = load_config(environ=env)
+    text = to_toml(cfg)
+    assert "hunter2" not in text and "keypw" not in text
+    assert text.startswith('# clickhouse.password = "***"')
+    assert '# kafka.client_config.ssl.key.password = "***"' in text
+    data = tomllib.loads(text)
+    assert "password" not in data["clickhouse"] and "sasl_password" not in data["kafka"]
+    assert load_config(write(tmp_path, text), environ=env) == cfg
