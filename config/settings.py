@@ -17,6 +17,7 @@ import msgspec
 import tomli_w
 from msgspec import Meta
 
+from config.cost import CostSettings, ModelSettings, load_prices
 from config.detection import DetectionSettings
 from config.errors import HubError
 from config.normalization import NormalizationSettings
@@ -127,6 +128,8 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     metrics: MetricsEndpointSettings = msgspec.field(default_factory=MetricsEndpointSettings)
     normalization: NormalizationSettings = msgspec.field(default_factory=NormalizationSettings)
     detection: DetectionSettings = msgspec.field(default_factory=DetectionSettings)
+    cost: CostSettings = msgspec.field(default_factory=CostSettings)
+    models: ModelSettings = msgspec.field(default_factory=ModelSettings)
 
 
 # (section, key) pairs that may only come from the environment.
@@ -243,9 +246,14 @@ def load_config(
     # Over the defaults, key by key: setting one metric's detector keeps every other default.
     merged = _deep_merge(msgspec.to_builtins(HubConfig()), data)
     try:
-        return msgspec.convert(merged, HubConfig, strict=False)
+        cfg = msgspec.convert(merged, HubConfig, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid config ({file}): {_describe(exc, merged)}") from None
+    try:
+        load_prices(cfg.cost.price_files)  # a bad price file fails at start, like a bad config
+    except HubError as exc:
+        raise ConfigError(f"invalid config ({file}): cost.price_files: {exc}") from None
+    return cfg
 
 
 def _secret_paths(data: dict[str, Any]) -> list[tuple[str, ...]]:

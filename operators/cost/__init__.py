@@ -1,0 +1,5 @@
+"""What an LLM call cost: the versioned price table and the per-call cost rule."""
+from operators.cost.calls import TokenKinds, call_cost
+from operators.cost.prices import PriceTable, Rates
+
+__all__ = ["PriceTable", "Rates", "TokenKinds", "call_cost"]

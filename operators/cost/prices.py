@@ -1,0 +1,96 @@
+"""The versioned model price table: (provider, model, event time) -> USD per token, by kind."""
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from collections.abc import Iterable
+
+import msgspec
+
+from config.cost import ModelPrice
+from operators.normalize.model_names import ModelNames
+
+_PER_TOKEN = 1e-6
+_EPOCH = dt.date(1970, 1, 1)
+
+
+class Rates(msgspec.Struct, frozen=True, gc=False):
+    """USD per token of each kind, with the defaults of the price file already applied."""
+
+    input: float
+    cached_input: float
+    cache_write: float
+    output: float
+    reasoning: float
+
+    @classmethod
+    def of(cls, p: ModelPrice) -> Rates:
+        return cls(p.input * _PER_TOKEN, (p.input if p.cached_input is None else p.cached_input) * _PER_TOKEN,
+                   (p.input if p.cache_write is None else p.cache_write) * _PER_TOKEN, p.output * _PER_TOKEN,
+                   (p.output if p.reasoning is None else p.reasoning) * _PER_TOKEN)
+
+
+class PriceTable:
+    """Prices by model name, each a timeline of (effective from, rates).
+
+    A name is tried as sent, then folded step by step (ModelNames.candidates), so a dated
+    snapshot with its own entry wins over its family. The provider only chooses between
+    providers that list the same name: a model hosted elsewhere (Bedrock, Azure) is priced at
+    its maker's list price.
+
+    >>> from config.cost import ModelSettings
+    >>> table = PriceTable([
+    ...     ModelPrice(provider="openai", models=["gpt-4o"], effective_from=dt.date(2024, 5, 13), input=5, output=15),
+    ...     ModelPrice(provider="openai", models=["gpt-4o"], effective_from=dt.date(2024, 10, 1), input=2.5,
+    ...                cached_input=1.25, output=10)], ModelNames(ModelSettings()))
+    >>> july, november = 1_720_000_000_000, 1_731_000_000_000
+    >>> table.rates("openai", "gpt-4o-2024-08-06", july).input * 1e6
+    5.0
+    >>> table.rates("azure.ai.openai", "openai/gpt-4o", november).cached_input * 1e6
+    1.25
+    >>> table.rates("openai", "gpt-2", november) is None
+    True
+    """
+
+    def __init__(self, prices: Iterable[ModelPrice], names: ModelNames) -> None:
+        self.names = names
+        # name -> provider -> sorted [(from_ms, Rates)]
+        self._by_name: dict[str, dict[str, list[tuple[int, Rates]]]] = {}
+        self._resolved: dict[tuple[str, str], list[tuple[int, Rates]] | None] = {}
+        for p in prices:
+            self.add(p)
+
+    def add(self, price: ModelPrice) -> None:
+        """Later additions win over earlier ones with the same effective date (user files, price events)."""
+        start = (price.effective_from - _EPOCH).days * 86_400_000
+        provider = self.names.provider(price.provider)
+        for model in price.models:
+            timeline = self._by_name.setdefault(model.lower(), {}).setdefault(provider, [])
+            at = bisect.bisect_left(timeline, start, key=lambda e: e[0])
+            if at < len(timeline) and timeline[at][0] == start:
+                timeline[at] = (start, Rates.of(price))
+            else:
+                timeline.insert(at, (start, Rates.of(price)))
+        self._resolved.clear()
+
+    def rates(self, provider: str, model: str, at_ms: int) -> Rates | None:
+        """None when the model is not priced, or the call is older than its first price."""
+        key = (provider, model)
+        timeline = self._resolved.get(key, False)
+        if timeline is False:
+            timeline = self._resolved[key] = self._timeline(provider, model)
+        if not timeline:
+            return None
+        at = bisect.bisect_right(timeline, at_ms, key=lambda e: e[0]) - 1
+        return timeline[at][1] if at >= 0 else None
+
+    def _timeline(self, provider: str, model: str) -> list[tuple[int, Rates]] | None:
+        for name in self.names.candidates(model):
+            by_provider = self._by_name.get(name)
+            if by_provider:
+                own = by_provider.get(self.names.provider(provider))
+                if own is not None:
+                    return own
+                if len(by_provider) == 1:
+                    return next(iter(by_provider.values()))
+        return None
