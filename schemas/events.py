@@ -155,7 +155,16 @@ def new_event(event_id: str, event_time_ms: int, payload: Payload, ingest_time_m
               schema_version: str = SCHEMA_VERSION, correlation_id: str = "", parent_event_id: str = "",
               severity: str = "", environment: str = "", region: str = "",
               tags: dict[str, str] | None = None) -> Event:
-    """Build the Event subclass matching the payload; `source`/`severity` default from the payload type."""
+    """Build the Event subclass matching the payload; `source`/`severity` default from the payload type.
+
+    >>> e = new_event("evt-1", 1_763_546_340_000, LlmRequest(model="gpt-4o", latency_ms=812.5))
+    >>> e.event_type, e.source, e.severity, e.payload.model
+    ('telemetry.request', 'telemetry', 'info', 'gpt-4o')
+    >>> new_event("evt-2", 1_763_546_340_000, BudgetAlert(budget_id="b-1", limit=100.0, spent=95.0)).severity
+    'medium'
+    >>> msgspec.json.decode(msgspec.json.encode(e), type=AnyEvent) == e  # its JSON is a hub message
+    True
+    """
     cls = type(payload)
     return EVENT_CLASSES[cls](
         event_id, event_time_ms, payload, ingest_time_ms, source or cls.SOURCE, schema_version, correlation_id,
