@@ -20,7 +20,16 @@ Relationship = Literal["causes", "parent_of", "same_correlation", "temporal", "s
 
 
 def stable_id(*parts: object) -> str:
-    """128-bit hex digest of the parts; the same parts give the same id in every process."""
+    """128-bit hex digest of the parts; the same parts give the same id in every process.
+
+    A replay must write the same ids, so the digest is pinned here: changing it would make
+    replayed rows new rows instead of replacing the old ones.
+
+    >>> stable_id("anomaly", "latency_ms", "gpt-4o", 1_763_546_340_000)
+    '8143a5b608645bac39b40cc83ef1c03f'
+    >>> stable_id("a", 1) == stable_id("a", "1"), stable_id("a", 1) == stable_id(1, "a")
+    (True, False)
+    """
     h = hashlib.blake2b(digest_size=16)
     h.update("\x1f".join(str(p) for p in parts).encode())
     return h.hexdigest()

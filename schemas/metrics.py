@@ -1,4 +1,15 @@
-"""Records for windowed metrics: what the window aggregator emits and ClickHouse `metrics_1m` stores."""
+"""Records for windowed metrics: what the window aggregator emits and ClickHouse `metrics_1m` stores.
+
+One closed minute of gpt-4o latencies (100 and 200 ms) for team search, and its `metrics_1m` row:
+
+>>> w = WindowMetric(series=SeriesKey("latency_ms", model="gpt-4o", team="search"),
+...                  window_start_ms=1_763_546_340_000, window_ms=60_000, count=2, sum=300.0, min=100.0,
+...                  max=200.0, sumsq=50_000.0, hist={231: 1, 265: 1}, shard="s0")
+>>> w.mean, w.stddev
+(150.0, 50.0)
+>>> window_rows([w])
+[['latency_ms', 'gpt-4o', '', 'search', 1763546340, 's0', 2, 300.0, 100.0, 200.0, 50000.0, {231: 1, 265: 1}]]
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -19,7 +30,8 @@ class WindowMetric(msgspec.Struct, kw_only=True):
     """One closed 1-minute window of one series (per input shard).
 
     `hist` is a log-bucketed histogram (DDSketch idea, 1% relative accuracy): bucket index ->
-    count, mergeable by adding counts, so percentiles stay correct when windows roll up.
+    count, mergeable by adding counts, so percentiles stay correct when windows roll up. Mean
+    and stddev derive from count, sum and sumsq, which also just add up in a rollup.
     """
 
     series: SeriesKey
@@ -46,6 +58,9 @@ class WindowMetric(msgspec.Struct, kw_only=True):
 
 
 def window_rows(windows: list[WindowMetric]) -> list[list[Any]]:
-    """Rows for ClickHouse `metrics_1m` (columns as in connectors.clickhouse.METRICS_1M_COLUMNS)."""
+    """Rows for ClickHouse `metrics_1m` (columns as in connectors.clickhouse.METRICS_1M_COLUMNS).
+
+    The window start goes out in seconds (a DateTime column); see the module docstring's example.
+    """
     return [[w.series.metric, w.series.model, w.series.endpoint, w.series.team, w.window_start_ms // 1000, w.shard,
              w.count, w.sum, w.min, w.max, w.sumsq, w.hist] for w in windows]

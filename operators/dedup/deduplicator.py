@@ -40,7 +40,22 @@ class Deduplicator:
         return len(self._seen)
 
     def filter(self, events: list[Event]) -> tuple[list[Event], int]:
-        """Events not seen before (in input order) and how many duplicates were dropped."""
+        """Events not seen before (in input order) and how many duplicates were dropped.
+
+        A redelivered event (same id, same time) is dropped; the same id far outside the
+        window is a new event.
+
+        >>> from schemas.events import LlmRequest, new_event
+        >>> dedup = Deduplicator(window_ms=600_000, max_entries=100_000)
+        >>> call = LlmRequest(model="gpt-4o", latency_ms=812.5)
+        >>> batch = [new_event("evt-1", 1_000, call), new_event("evt-2", 2_000, call), new_event("evt-1", 1_000, call)]
+        >>> kept, dropped = dedup.filter(batch)
+        >>> [e.event_id for e in kept], dropped, dedup.dropped
+        (['evt-1', 'evt-2'], 1, 1)
+        >>> kept, dropped = dedup.filter([new_event("evt-1", 900_000, call)])
+        >>> [e.event_id for e in kept], dropped
+        (['evt-1'], 0)
+        """
         seen = self._seen
         window = self.window_ms
         ids_append = self._ids.append

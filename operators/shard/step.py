@@ -35,6 +35,23 @@ class ShardState:
 
 def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_close_ms: int,
             now_ms: int | None = None) -> ShardOutput:
+    """Run one batch through normalize, dedup, columns and windows; bad input becomes dead letters.
+
+    >>> from operators.normalize import Normalizer
+    >>> from schemas.items import RawBatch
+    >>> from schemas.raw import RawMessage
+    >>> good = (b'{"event_id": "evt-1", "event_type": "telemetry.request", "event_time": 1763546340000, '
+    ...         b'"payload": {"model": "gpt-4o", "latency_ms": 812.5}}')
+    >>> bad = b'{"event_id": "evt-2", "event_type": '
+    >>> batch = RawBatch("telemetry-0", [RawMessage(good, "telemetry", 0, 0), RawMessage(bad, "telemetry", 0, 1)])
+    >>> state = ShardState(dedup_window_ms=600_000, dedup_max_entries=100_000, allowed_lateness_ms=60_000)
+    >>> out = process(state, batch, Normalizer(), idle_close_ms=30_000, now_ms=1_763_546_400_000)
+    >>> out.events, [(d.code, d.topic, d.offset, d.raw == bad) for d in out.dead_letters]
+    (1, [('malformed_json', 'telemetry', 1, True)])
+    >>> end = process(state, RawBatch("telemetry-0", [], final=True), Normalizer(), 30_000, now_ms=1_763_546_400_000)
+    >>> sorted((w.series.metric, w.count) for w in end.windows)
+    [('errors', 1), ('latency_ms', 1), ('requests', 1)]
+    """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     out = ShardOutput(batch.shard, final=batch.final)
     if batch.messages:

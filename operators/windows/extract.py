@@ -31,7 +31,22 @@ def _floats(column: list) -> np.ndarray:
 
 
 def extract(columns: dict[str, list]) -> list[MetricValues]:
-    """Per-metric value arrays (NaN = event does not contribute) for one batch of events."""
+    """Per-metric value arrays (NaN = event does not contribute) for one batch of events.
+
+    `columns` are event columns by name (schemas.rows.COLUMN_NAMES). The cost record repeats
+    its request's token counts; only the telemetry event's are summed, so none count twice.
+
+    >>> columns = {name: [None, None, None] for name in DIRECT}
+    >>> columns.update(event_type=["telemetry.request", "cost.tokens", "governance.compliance"],
+    ...                source=["telemetry", "cost", "governance"], is_error=[1, 0, 0],
+    ...                outcome=["error", "", "passed"], latency_ms=[812.5, None, None],
+    ...                input_tokens=[640, 640, None], cost_usd=[None, 0.0042, None])
+    >>> metrics = {m.name: m.values.tolist() for m in extract(columns)}
+    >>> metrics["latency_ms"], metrics["input_tokens"], metrics["cost_usd"]
+    ([812.5, nan, nan], [640.0, nan, nan], [nan, 0.0042, nan])
+    >>> metrics["requests"], metrics["errors"], metrics["compliance_checks"]
+    ([1.0, nan, nan], [1.0, nan, nan], [nan, nan, 1.0])
+    """
     code_of = TYPE_CODE.get
     code = np.array([code_of(t, 0) for t in columns["event_type"]], dtype=np.int8)
     source = np.array(columns["source"], dtype=object)

@@ -20,18 +20,34 @@ ZERO_BUCKET = -(2**31)
 
 
 def bucket_indices(values: np.ndarray) -> np.ndarray:
-    """Bucket index per value, vectorised."""
+    """Bucket index per value, vectorised (a whole window's values at once).
+
+    >>> bucket_indices(np.array([0.0, -3.0, 1.0, 1.01, 100.0, 200.0])).tolist()
+    [-2147483648, -2147483648, 0, 1, 231, 265]
+    """
     safe = np.where(values > MIN_POSITIVE, values, 1.0)
     idx = np.ceil(np.log(safe) / LOG_GAMMA).astype(np.int64)
     return np.where(values > MIN_POSITIVE, idx, ZERO_BUCKET)
 
 
 def bucket_value(index: int) -> float:
+    """The value a bucket reports: within ALPHA of every value that falls in it.
+
+    >>> [index] = bucket_indices(np.array([250.0])).tolist()
+    >>> abs(bucket_value(index) / 250.0 - 1) <= ALPHA, bucket_value(ZERO_BUCKET)
+    (True, 0.0)
+    """
     return 0.0 if index == ZERO_BUCKET else 2.0 * GAMMA**index / (GAMMA + 1.0)
 
 
 def quantile(hist: dict[int, int], q: float) -> float:
-    """Value at 0-based rank floor(q*(n-1)), within ALPHA relative error; NaN when empty."""
+    """Value at 0-based rank floor(q*(n-1)), within ALPHA relative error; NaN when empty.
+
+    >>> from collections import Counter
+    >>> hist = dict(Counter(bucket_indices(np.arange(1.0, 101.0)).tolist()))  # the values 1..100
+    >>> abs(quantile(hist, 0.95) / 95.0 - 1) <= ALPHA, math.isnan(quantile({}, 0.5))
+    (True, True)
+    """
     total = sum(hist.values())
     if total == 0:
         return math.nan
@@ -45,5 +61,12 @@ def quantile(hist: dict[int, int], q: float) -> float:
 
 
 def merge_into(target: dict[int, int], other: dict[int, int]) -> None:
+    """Add `other`'s counts to `target`: the merged histogram is that of both value sets.
+
+    >>> hist = {0: 2, 231: 1}
+    >>> merge_into(hist, {231: 1, 265: 3})
+    >>> hist
+    {0: 2, 231: 2, 265: 3}
+    """
     for k, c in other.items():
         target[k] = target.get(k, 0) + c
