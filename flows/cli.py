@@ -151,17 +151,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from connectors.clickhouse import connect
-    from connectors.migrations import applied, discover, migrate
+    from connectors.migrations import applied, discover, migrate, state
 
+    labels = {"pending": "pending", "applied": "applied", "changed": "CHANGED after apply",
+              "superseded": "applied (as an earlier, equivalent text; re-recorded by the next migrate)"}
     cfg = config_from(args)
     with closing(connect(cfg.clickhouse)) as client:
         if args.status:
             done = applied(client)
             for m in discover():
-                state = "applied" if m.version in done else "pending"
-                if m.version in done and done[m.version] != m.checksum:
-                    state = "CHANGED after apply"
-                print(f"{m.version}  {state}")
+                print(f"{m.version}  {labels[state(m, done)]}")
             return 0
         new = migrate(client, cfg.retention)
     print(f"applied {len(new)} migration(s){': ' + ', '.join(new) if new else ''}; store is up to date")

@@ -128,6 +128,25 @@ def test_migrate_status_lists_pending_then_applied(chdb_dsn, capsys):
     assert "pending" not in out and "0001_core  applied" in out
 
 
+
+def test_migrate_status_shows_first_release_records_until_restamped(chdb_dsn, capsys):
+    from contextlib import closing
+    from pathlib import Path
+
+    from config.settings import ClickHouseSettings, RetentionSettings
+    from connectors.clickhouse import connect
+    from connectors.migrations import migrate
+
+    with closing(connect(ClickHouseSettings(dsn=chdb_dsn))) as client:
+        migrate(client, RetentionSettings(), Path(__file__).parent / "data" / "migrations_v1")
+    assert main(["migrate", "--status", "--clickhouse", chdb_dsn]) == 0
+    assert "0002_metrics  applied (as an earlier, equivalent text" in capsys.readouterr().out
+    assert main(["migrate", "--clickhouse", chdb_dsn]) == 0
+    assert main(["migrate", "--status", "--clickhouse", chdb_dsn]) == 0
+    out = capsys.readouterr().out
+    assert "applied 0 migration(s)" in out and "0002_metrics  applied\n" in out and "earlier" not in out
+
+
 def test_run_reads_stdin(tmp_path):
     import time as _time
 

@@ -1,14 +1,30 @@
-"""Versioned migrations on a fresh embedded store: applied once, tracked, edits refused."""
+"""Versioned migrations: applied once, tracked, edits refused, per-window DDL from one template,
+TTLs only from [retention], and stores built by the first release migrate forward unchanged."""
 from __future__ import annotations
 
+import re
 import shutil
+import time
 from contextlib import closing
+from pathlib import Path
 
+import numpy as np
 import pytest
+from clickhouse_connect.driver.client import Client
 
 from config.settings import ClickHouseSettings, RetentionSettings
-from connectors.clickhouse import connect
-from connectors.migrations import MIGRATIONS_DIR, MigrationError, discover, migrate
+from connectors import migrations
+from connectors.clickhouse import connect, insert_new_windows
+from connectors.migrations import (MIGRATIONS_DIR, RETENTION, MigrationError, applied, discover, migrate, render,
+                                   state)
+from operators.windows import MetricValues, WindowAggregator
+from schemas.metrics import window_rows
+from schemas.rollups import ROLLUPS, WINDOWS
+
+# The first release's migration files, byte for byte: what existing stores applied.
+V1_DIR = Path(__file__).resolve().parent / "data" / "migrations_v1"
+# Distinct days per key, so a TTL taken from the wrong key shows.
+RETAIN = RetentionSettings(**{key: 1000 + i for i, key in enumerate(RetentionSettings.__struct_fields__)})
 
 
 def test_migrate_creates_tables_once_and_applies_retention(chdb_dsn):
@@ -25,6 +41,30 @@ def test_migrate_creates_tables_once_and_applies_retention(chdb_dsn):
         assert client.query("SELECT count() FROM events").result_rows == [(0,)]
 
 
+def test_every_window_gets_its_table_views_and_retention(chdb_dsn):
+    with closing(connect(ClickHouseSettings(dsn=chdb_dsn))) as client:
+        migrate(client, RETAIN)
+        objects = {r[0] for r in client.query("SHOW TABLES").result_rows}
+    for w in WINDOWS:
+        assert {w.table, f"{w.table}_stats", f"composite_{w.name}"} <= objects
+        assert RETENTION[w.table] == ("window_start", w.retention_field)
+    for w in ROLLUPS:
+        assert f"{w.table}_mv" in objects
+
+
+def test_ddl_carries_no_ttl():
+    for m in discover():
+        assert not [s for s in m.statements() if re.search(r"\bTTL\b", s)], m.path.name
+
+
+def test_changing_retention_changes_every_ttl(chdb_dsn):
+    with closing(connect(ClickHouseSettings(dsn=chdb_dsn))) as client:
+        migrate(client, RetentionSettings())
+        assert ttls(client) == expected_ttls(RetentionSettings())
+        migrate(client, RETAIN)
+        assert ttls(client) == expected_ttls(RETAIN)
+
+
 def test_changed_migration_is_refused(chdb_dsn, tmp_path):
     mdir = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, mdir)
@@ -36,6 +76,39 @@ def test_changed_migration_is_refused(chdb_dsn, tmp_path):
             migrate(client, RetentionSettings(), mdir)
 
 
+def test_changed_window_list_is_an_edit_of_applied_migrations(chdb_dsn, monkeypatch):
+    with closing(connect(ClickHouseSettings(dsn=chdb_dsn))) as client:
+        migrate(client, RetentionSettings())
+        monkeypatch.setitem(migrations.WINDOW_SETS, "rollup", ROLLUPS[:-1])
+        with pytest.raises(MigrationError, match="0002_metrics.sql changed after it was applied"):
+            migrate(client, RetentionSettings())
+
+
+def test_superseded_record_is_restamped_so_later_edits_are_refused(chdb_dsn, tmp_path):
+    mdir = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, mdir)
+    with closing(connect(ClickHouseSettings(dsn=chdb_dsn))) as client:
+        migrate(client, RetentionSettings(), V1_DIR)
+        done = applied(client)
+        assert {state(m, done) for m in discover(mdir)} == {"superseded"}
+        assert migrate(client, RetentionSettings(), mdir) == []
+        assert applied(client) == {m.version: m.checksum for m in discover(mdir)}
+        metrics = mdir / "0002_metrics.sql"
+        metrics.write_text(metrics.read_text().replace("sum(sumsq) AS sumsq", "max(sumsq) AS sumsq"))
+        with pytest.raises(MigrationError, match="0002_metrics.sql changed after it was applied"):
+            migrate(client, RetentionSettings(), mdir)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("-- @for tiers\nSELECT 1;\n-- @end\n", "names no window set"),
+    ("-- @for rollup\nSELECT 1;\n", "without its `-- @end`"),
+    ("-- @for rollup\nSELECT ${nope};\n-- @end\n", "bad placeholder"),
+])
+def test_template_mistakes_name_the_file(text, error):
+    with pytest.raises(MigrationError, match=f"0009_x.sql: .*{re.escape(error)}"):
+        render(text, "0009_x.sql")
+
+
 def test_broken_migration_names_file_and_statement(chdb_dsn, tmp_path):
     mdir = tmp_path / "migrations"
     mdir.mkdir()
@@ -43,3 +116,87 @@ def test_broken_migration_names_file_and_statement(chdb_dsn, tmp_path):
     with closing(connect(ClickHouseSettings(dsn=chdb_dsn))) as client:
         with pytest.raises(MigrationError, match="0001_bad.sql failed at `CREATE TABLE nope"):
             migrate(client, RetentionSettings(), mdir)
+
+
+def test_first_release_store_migrates_forward_without_change(tmp_path):
+    with closing(connect(ClickHouseSettings(dsn=f"chdb://{tmp_path / 'fresh'}"))) as client:
+        migrate(client, RETAIN)
+        fresh = schema(client)
+
+    start_ms = (int(time.time()) // 3600 - 3) * 3_600_000
+    with closing(connect(ClickHouseSettings(dsn=f"chdb://{tmp_path / 'v1'}"))) as client:
+        assert migrate(client, RetentionSettings(), V1_DIR) == [m.version for m in discover(V1_DIR)]
+        insert_events(client, start_ms)
+        inserted = insert_windows(client, start_ms, "p0")
+        before = snapshot(client)
+        assert all(before[name] for name in ("events", "dead_letters", *(f"{w.table}_stats" for w in WINDOWS),
+                                             *(f"composite_{w.name}" for w in WINDOWS)))
+
+        assert migrate(client, RETAIN) == []
+
+        assert snapshot(client) == before
+        assert schema(client) == fresh
+        assert ttls(client) == expected_ttls(RETAIN)
+        assert applied(client) == {m.version: m.checksum for m in discover()}
+        inserted += insert_windows(client, start_ms, "p1")
+        for w in WINDOWS:
+            counts = client.query(f"SELECT sum(count) FROM {w.table}_stats WHERE metric = 'latency_ms'").result_rows
+            assert counts == [(inserted,)], w.name
+
+
+def insert_events(client: Client, start_ms: int) -> None:
+    rows = [[f"e{i}", start_ms + i * 60_000, start_ms + i * 60_000 + 5, "telemetry", "telemetry.request",
+             "gpt-4o", 100.0 + i, {"k": str(i)}] for i in range(50)]
+    client.insert("events", rows, column_names=["event_id", "event_time", "ingest_time", "source", "event_type",
+                                                "model", "latency_ms", "tags"])
+    client.insert("dead_letters", [[start_ms, "telemetry", 0, 7, "bad_json", "not JSON", b"{"]],
+                  column_names=["ingest_time", "topic", "partition", "offset", "code", "reason", "raw"])
+
+
+def insert_windows(client: Client, start_ms: int, shard: str) -> int:
+    """Three hours of request metrics for two models through the sink's writer; returns requests."""
+    rng = np.random.default_rng(len(shard) + ord(shard[-1]))
+    n = 6_000
+    times = np.sort(start_ms + rng.integers(0, 3 * 3_600_000, n))
+    models = np.where(rng.random(n) < 0.6, "gpt-4o", "claude-3")
+    errors = (rng.random(n) < 0.05).astype(float)
+    agg = WindowAggregator(0)
+    agg.add(times, [(m, "/v1/chat", "search") for m in models], [
+        MetricValues("requests", np.ones(n)), MetricValues("errors", errors),
+        MetricValues("latency_ms", rng.lognormal(6.0, 0.7, n)), MetricValues("cost_usd", rng.random(n) / 100),
+        MetricValues("total_tokens", rng.integers(10, 4000, n).astype(float)),
+        MetricValues("compliance_checks", (rng.random(n) < 0.9).astype(float)),
+    ])
+    windows = agg.close_all()
+    for w in windows:
+        w.shard = shard
+    rows = window_rows(windows)
+    assert insert_new_windows(client, rows) == len(rows)
+    return n
+
+
+def snapshot(client: Client) -> dict[str, bytes]:
+    """Every table and view as sorted TSV, but materialized views (no rows of their own) and the
+    AggregatingMergeTree rollups, whose raw rows depend on merges: their `_stats` views hold them."""
+    names = client.query(
+        "SELECT name FROM system.tables WHERE database = currentDatabase() AND name != 'schema_migrations' "
+        "AND engine NOT IN ('MaterializedView', 'AggregatingMergeTree')").result_rows
+    return {name: client.raw_query(f"SELECT * FROM {name} ORDER BY ALL FORMAT TSV") for (name,) in names}
+
+
+def schema(client: Client) -> dict[str, str]:
+    """What ClickHouse holds for every table, view and SQL function, as it normalises the DDL."""
+    tables = client.query("SELECT name, create_table_query FROM system.tables "
+                          "WHERE database = currentDatabase() AND name != 'schema_migrations'").result_rows
+    functions = client.query("SELECT name, create_query FROM system.functions WHERE origin = 'SQLUserDefined'")
+    return dict(tables) | dict(functions.result_rows)
+
+
+def ttls(client: Client) -> dict[str, str]:
+    rows = client.query("SELECT name, extract(engine_full, 'TTL (.*?) SETTINGS') FROM system.tables "
+                        "WHERE database = currentDatabase() AND engine_full LIKE '% TTL %'").result_rows
+    return dict(rows)
+
+
+def expected_ttls(retention: RetentionSettings) -> dict[str, str]:
+    return {table: f"{column} + toIntervalDay({getattr(retention, key)})" for table, (column, key) in RETENTION.items()}

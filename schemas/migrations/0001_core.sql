@@ -1,6 +1,8 @@
+-- @supersedes fa0c535645e11c7a76b9a88c09246a7ec1f8f95193e7783e18b99149b0bce2c3  (first release: the same objects with TTL literals)
 -- Raw events, dead letters, late events: every input ends in exactly one of these (duplicates
 -- are dead letters with code 'duplicate'). ReplacingMergeTree on a deterministic key so a replay
 -- after a crash changes no query result (use FINAL where exact counts matter).
+-- No TTLs here: `hub migrate` sets every table's TTL from [retention] (connectors/migrations.py).
 
 CREATE TABLE IF NOT EXISTS events
 (
@@ -37,8 +39,7 @@ CREATE TABLE IF NOT EXISTS events
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toDate(event_time)
-ORDER BY (model, source, event_time, event_id)
-TTL toDateTime(event_time) + INTERVAL 7 DAY;
+ORDER BY (model, source, event_time, event_id);
 
 CREATE TABLE IF NOT EXISTS dead_letters
 (
@@ -55,8 +56,7 @@ CREATE TABLE IF NOT EXISTS dead_letters
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toDate(ingest_time)
-ORDER BY (topic, partition, offset, code, field, event_id)
-TTL toDateTime(ingest_time) + INTERVAL 30 DAY;
+ORDER BY (topic, partition, offset, code, field, event_id);
 
 CREATE TABLE IF NOT EXISTS late_events
 (
@@ -72,8 +72,7 @@ CREATE TABLE IF NOT EXISTS late_events
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toDate(detected_at)
-ORDER BY (shard, event_id)
-TTL toDateTime(detected_at) + INTERVAL 30 DAY;
+ORDER BY (shard, event_id);
 
 CREATE TABLE IF NOT EXISTS pipeline_runs
 (

@@ -1,3 +1,4 @@
+-- @supersedes 6c427443fb3c84459599588d898c02a9d5e8c4500d749acf875036a27c090169  (first release: the same objects with TTL literals)
 -- Anomalies, incidents and their event graphs (operators/anomaly.py, operators/correlation.py).
 -- Every row carries a deterministic id (schemas/incidents.py), and each table is a
 -- ReplacingMergeTree whose sorting key contains that id, so a replay after a crash collapses onto
@@ -10,6 +11,7 @@
 --   SELECT e.* FROM incident_edges AS e FINAL
 --   JOIN (SELECT id, max(version) AS version FROM incidents GROUP BY id) AS i
 --     ON e.incident_id = i.id AND e.version = i.version
+-- No TTLs here: `hub migrate` sets every table's TTL from [retention] (connectors/migrations.py).
 
 CREATE TABLE IF NOT EXISTS anomalies
 (
@@ -31,8 +33,7 @@ CREATE TABLE IF NOT EXISTS anomalies
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (model, metric, window_start, id)
-TTL toDateTime(window_start) + INTERVAL 365 DAY;
+ORDER BY (model, metric, window_start, id);
 
 CREATE TABLE IF NOT EXISTS incidents
 (
@@ -61,8 +62,7 @@ CREATE TABLE IF NOT EXISTS incidents
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(opened_at)
-ORDER BY (opened_at, id)
-TTL toDateTime(opened_at) + INTERVAL 365 DAY;
+ORDER BY (opened_at, id);
 
 CREATE TABLE IF NOT EXISTS incident_edges
 (
@@ -76,5 +76,4 @@ CREATE TABLE IF NOT EXISTS incident_edges
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(time)
-ORDER BY (incident_id, from_id, to_id, relationship)
-TTL toDateTime(time) + INTERVAL 365 DAY;
+ORDER BY (incident_id, from_id, to_id, relationship);
