@@ -15,6 +15,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 
+from config.cost import load_prices
 from config.settings import HubConfig, kafka_client_config, load_config
 from connectors import worker_metrics as metrics
 from connectors.clickhouse_sink import ClickHouseSink
@@ -22,7 +23,9 @@ from connectors.kafka_sink import KafkaTopicSink, Record
 from connectors.kafka_source import KafkaBatchSource
 from operators.detect import DetectionState
 from operators.normalize import Normalizer
-from operators.shard import ShardState, process
+from operators.cost import PriceTable, Pricer
+from operators.normalize.model_names import ModelNames
+from operators.shard import BILLED, ColumnRules, ShardState, ShardSteps, process
 from schemas.incidents import alert_json
 from schemas.items import DetectionOutput, RawBatch, ShardOutput
 from schemas.rows import dead_letter_record
@@ -44,17 +47,15 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | Non
     """`store` replaces the ClickHouse output and drops the topic outputs: bench/pipeline.py's
     --ceiling passes a discarding sink to measure the flow with nothing written anywhere."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    topic_sources = {topic: src for src, topic in cfg.kafka.topics.by_source().items()}
-    normalizer = Normalizer(cfg.normalization, topic_sources=topic_sources)
+    steps = shard_steps(cfg)
     lateness_ms = cfg.windows.allowed_lateness_s * 1000
-    idle_ms = cfg.windows.idle_close_s * 1000
     dedup_ms = cfg.normalization.dedup_window_s * 1000
     dedup_max = cfg.normalization.dedup_max_entries
 
     def step(state: ShardState | None, batch: RawBatch) -> tuple[ShardState, ShardOutput]:
         if state is None:
             state = ShardState(dedup_ms, dedup_max, lateness_ms)
-        out = process(state, batch, normalizer, idle_ms)
+        out = process(state, batch, steps)
         _count(out)
         return state, out
 
@@ -81,6 +82,15 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | Non
         op.output("alerts_topic", op.filter_map("alert_records", detected, _alert_records),
                   KafkaTopicSink(producer, cfg.kafka.topics.alerts))
     return flow
+
+
+def shard_steps(cfg: HubConfig) -> ShardSteps:
+    """Normalizer, pricer and column rules from config (price files are read here, once)."""
+    topic_sources = {topic: src for src, topic in cfg.kafka.topics.by_source().items()}
+    names = ModelNames(cfg.models)
+    return ShardSteps(Normalizer(cfg.normalization, topic_sources=topic_sources), cfg.windows.idle_close_s * 1000,
+                      Pricer(PriceTable(load_prices(cfg.cost.price_files), names), cfg.cost),
+                      ColumnRules(names.canonical, BILLED[cfg.cost.count_from]))
 
 
 def _dead_letter_records(kv: tuple[str, ShardOutput]) -> list[Record] | None:

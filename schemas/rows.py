@@ -39,6 +39,12 @@ EVENT_COLUMNS: list[tuple[str, str]] = [
     ("outcome", "LowCardinality(String)"),
     ("tags", "Map(String, String)"),
     ("payload", "String"),
+    ("request_model", "LowCardinality(String)"),
+    ("response_model", "LowCardinality(String)"),
+    ("cache_write_tokens", "Nullable(UInt64)"),
+    ("reasoning_tokens", "Nullable(UInt64)"),
+    ("cost_source", "LowCardinality(String)"),
+    ("billed", "UInt8"),
 ]
 COLUMN_NAMES: list[str] = [name for name, _ in EVENT_COLUMNS]
 

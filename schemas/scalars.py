@@ -17,11 +17,18 @@ from msgspec import Meta
 
 SEMVER_PATTERN = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
 
-DurationMs = Annotated[float, Meta(ge=0, description="Duration in milliseconds.", extra={"unit": "duration"})]
-SizeBytes = Annotated[int, Meta(ge=0, description="Size in bytes.", extra={"unit": "size"})]
-PerSecond = Annotated[float, Meta(ge=0, description="Rate per second.", extra={"unit": "rate"})]
-Money = Annotated[float, Meta(ge=0, description="Amount in `currency` (USD once normalized).", extra={"unit": "money"})]
-Count = Annotated[int, Meta(ge=0)]
+# Upper bounds are backstops that keep every value storable (UInt64, finite Float64): a wire
+# value past them is a dead letter naming the field, never an overflow in the store's writer.
+# Tighter, configurable plausibility limits are the normalizer's ([normalization] limits).
+MAX_COUNT = 2**53  # exact in a float64, so sums and histograms stay exact
+MAX_MAGNITUDE = 1e15
+DurationMs = Annotated[float, Meta(ge=0, le=MAX_MAGNITUDE, description="Duration in milliseconds.",
+                                   extra={"unit": "duration"})]
+SizeBytes = Annotated[int, Meta(ge=0, le=2**63 - 1, description="Size in bytes.", extra={"unit": "size"})]
+PerSecond = Annotated[float, Meta(ge=0, le=MAX_MAGNITUDE, description="Rate per second.", extra={"unit": "rate"})]
+Money = Annotated[float, Meta(ge=0, le=MAX_MAGNITUDE, description="Amount in `currency` (USD once normalized).",
+                              extra={"unit": "money"})]
+Count = Annotated[int, Meta(ge=0, le=MAX_COUNT)]
 Ratio = Annotated[float, Meta(ge=0, le=1, description="Fraction between 0 and 1.")]
 EventId = Annotated[str, Meta(min_length=1, max_length=256)]
 # Format rules that the normalizer checks itself (a regex in the decoder costs ~0.4 us per

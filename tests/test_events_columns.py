@@ -23,6 +23,9 @@ EXPECTED_LAYOUT = [
     ("is_error", "UInt8"), ("error_type", "LowCardinality(String)"), ("cost_usd", "Nullable(Float64)"),
     ("category", "LowCardinality(String)"), ("policy_id", "String"), ("outcome", "LowCardinality(String)"),
     ("tags", "Map(String, String)"), ("payload", "String"),
+    ("request_model", "LowCardinality(String)"), ("response_model", "LowCardinality(String)"),
+    ("cache_write_tokens", "Nullable(UInt64)"), ("reasoning_tokens", "Nullable(UInt64)"),
+    ("cost_source", "LowCardinality(String)"), ("billed", "UInt8"),
 ]
 
 

@@ -49,7 +49,10 @@ def store(tmp_path_factory):
     src = tmp / "incident.jsonl"
     src.write_text("\n".join(lines()) + "\n")
     dsn = f"chdb://{tmp}/store"
-    assert main(["run", "--input", str(src), "--clickhouse", dsn]) == 0
+    # The cost spike is in the cost source's records: they are the bill here.
+    config = tmp / "hub.toml"
+    config.write_text('[cost]\ncount_from = "cost_events"\n')
+    assert main(["run", "--config", str(config), "--input", str(src), "--clickhouse", dsn]) == 0
     with closing(connect(ClickHouseSettings(dsn=dsn))) as client:
         yield client
 

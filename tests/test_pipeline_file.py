@@ -6,9 +6,12 @@ import json
 import numpy as np
 import pytest
 
+from config.cost import ModelSettings, load_prices
 from config.settings import ClickHouseSettings
 from connectors.clickhouse import connect
 from flows.cli import main
+from operators.cost import PriceTable, call_cost
+from operators.normalize.model_names import ModelNames
 
 import time
 
@@ -111,6 +114,16 @@ def test_composites_cross_sources(run_result):
     rows = q(client, "SELECT sum(requests), sum(errors), sum(cost_usd) FROM composite_1h")
     requests, errors, usd = rows[0]
     assert requests == n and errors == len(range(0, n, 50))
-    assert usd == pytest.approx(0.30)
+    # Spend is the calls' cost (inferred from the price table: gpt-4o and claude-3-5-sonnet are
+    # priced, llama-3-70b is not); the cost source's per-request records restate them, not added.
+    table = PriceTable(load_prices([]), ModelNames(ModelSettings()))
+    expected = 0.0
+    for i, t in enumerate(T0 + np.sort(np.random.default_rng(5).integers(0, 6 * 60_000, n))):
+        rates = table.rates("openai", MODELS[i % 3], int(t))
+        if rates is not None:
+            expected += call_cost(rates, 100 + i % 50, 20 + i % 7)
+    assert expected > 0 and usd == pytest.approx(expected)
+    sources = dict(q(client, "SELECT cost_source, countIf(billed = 1) FROM events FINAL GROUP BY cost_source"))
+    assert sources == {"inferred": 2 * n // 3 + 1, "unknown": n // 3, "reported": 0}
     rate = q(client, "SELECT round(sum(errors) / sum(requests), 6) FROM composite_1d")[0][0]
     assert rate == pytest.approx(len(range(0, n, 50)) / n, rel=1e-6)

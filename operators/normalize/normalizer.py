@@ -925,7 +925,7 @@ _KNOWN_VERSIONS: set[str] = {SCHEMA_VERSION}
 _SEVERITY_SET = frozenset(SEVERITIES)
 _LLM_EVENT = EVENT_CLASSES[LlmRequest]
 # _span_event builds LlmRequest positionally; fail loudly at import if its fields move.
-assert LlmRequest.__struct_fields__ == (
+assert LlmRequest.__struct_fields__[:15] == (
     "model", "latency_ms", "provider", "operation", "response_model", "request_id", "time_to_first_token_ms",
     "input_tokens", "output_tokens", "cached_input_tokens", "total_tokens", "is_error", "error_type",
     "finish_reason", "span_name"), "LlmRequest field order changed: update Normalizer._span_event"

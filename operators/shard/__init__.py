@@ -1,5 +1,5 @@
 """One input shard's step per batch: normalize, dedup, event columns, windows."""
-from operators.shard.columns import to_columns
-from operators.shard.step import ShardState, process
+from operators.shard.columns import BILLED, ColumnRules, to_columns
+from operators.shard.step import ShardState, ShardSteps, process
 
-__all__ = ["ShardState", "process", "to_columns"]
+__all__ = ["BILLED", "ColumnRules", "ShardState", "ShardSteps", "process", "to_columns"]

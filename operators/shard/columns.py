@@ -63,7 +63,7 @@ _N = None
 
 def _llm(p: LlmRequest) -> Extracted:
     return (p.model or p.response_model, p.provider, "", p.latency_ms, p.time_to_first_token_ms, p.input_tokens,
-            p.output_tokens, p.cached_input_tokens, p.total_tokens, 1 if p.is_error else 0, p.error_type, _N,
+            p.output_tokens, p.cached_input_tokens, p.total_tokens, 1 if p.is_error else 0, p.error_type, p.cost_usd,
             p.operation, "", "error" if p.is_error else "success")
 
 
@@ -193,7 +193,25 @@ assert set(EXTRACTORS) == set(EVENT_TYPE_OF), "every payload type needs a column
 _encode = msgspec.json.Encoder().encode
 
 
-def to_columns(events: list[Event]) -> list[list]:
+# Payloads whose cost is what the source reported (charges), for the cost_source column.
+_CHARGES = frozenset((TokenCost, ApiCost, ResourceConsumption))
+# Which rows' cost_usd counts in spend, per [cost] count_from: one of the two restatements of a
+# call (the call itself or its per-request cost record) and resource costs, which restate nothing.
+BILLED: dict[str, frozenset[type]] = {
+    "calls": frozenset((LlmRequest, ResourceConsumption)),
+    "cost_events": _CHARGES,
+}
+
+
+class ColumnRules(msgspec.Struct, frozen=True):
+    """What the columns need beyond the events: the canonical model name (series key and price
+    lookup) and which rows count in spend."""
+
+    canonical: Callable[[str], str] = str
+    billed: frozenset[type] = BILLED["calls"]
+
+
+def to_columns(events: list[Event], rules: ColumnRules = ColumnRules()) -> list[list]:
     """Events -> one list per EVENT_COLUMNS entry (column-oriented insert).
 
     One comprehension per column (C-speed attribute loads) plus one transpose of the
@@ -214,13 +232,21 @@ def to_columns(events: list[Event]) -> list[list]:
     payloads = [e.payload for e in events]
     derived = list(zip(*[extract[type(p)](p) for p in payloads]))
     tags = [e.tags for e in events]
+    canonical, billed, charges = rules.canonical, rules.billed, _CHARGES
+    calls = [p if type(p) is LlmRequest else None for p in payloads]
     return [
         [e.event_id for e in events], [e.event_time_ms for e in events], [e.ingest_time_ms for e in events],
         [e.source for e in events], [types[type(p)] for p in payloads], [e.schema_version for e in events],
         [e.correlation_id for e in events], [e.parent_event_id for e in events], [e.severity for e in events],
-        [e.environment for e in events], [e.region for e in events], list(derived[0]), list(derived[1]),
+        [e.environment for e in events], [e.region for e in events], [canonical(m) for m in derived[0]],
+        list(derived[1]),
         [(t.get("endpoint") or t.get("http.route") or t.get("server.address") or "") if t else "" for t in tags],
         [t.get("team", "") if t else "" for t in tags],
         *[list(col) for col in derived[2:]],
         tags, [_encode(p).decode() for p in payloads],
+        [c.model if c is not None else "" for c in calls], [c.response_model if c is not None else "" for c in calls],
+        [c.cache_write_tokens if c is not None else None for c in calls],
+        [c.reasoning_tokens if c is not None else None for c in calls],
+        [c.cost_source if c is not None else "reported" if type(p) in charges else "" for c, p in zip(calls, payloads)],
+        [1 if type(p) in billed else 0 for p in payloads],
     ]

@@ -14,7 +14,8 @@ import numpy as np
 from operators.correlate.signals import signals_from_columns
 from operators.dedup import Deduplicator
 from operators.normalize import Normalizer
-from operators.shard.columns import to_columns
+from operators.cost.pricer import Pricer
+from operators.shard.columns import ColumnRules, to_columns
 from operators.windows.aggregator import WindowAggregator
 from operators.windows.extract import extract
 from schemas.items import RawBatch, ShardOutput
@@ -33,8 +34,16 @@ class ShardState:
         self.duplicates_seen = 0
 
 
-def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_close_ms: int,
-            now_ms: int | None = None) -> ShardOutput:
+class ShardSteps(msgspec.Struct, frozen=True):
+    """The stateless parts of a shard's step, built once from config and shared by all shards."""
+
+    normalizer: Normalizer
+    idle_close_ms: int = 30_000
+    pricer: Pricer | None = None
+    columns: ColumnRules = ColumnRules()
+
+
+def process(state: ShardState, batch: RawBatch, steps: ShardSteps, now_ms: int | None = None) -> ShardOutput:
     """Run one batch through normalize, dedup, columns and windows; bad input becomes dead letters.
 
     >>> from operators.normalize import Normalizer
@@ -45,10 +54,11 @@ def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_clo
     >>> bad = b'{"event_id": "evt-2", "event_type": '
     >>> batch = RawBatch("telemetry-0", [RawMessage(good, "telemetry", 0, 0), RawMessage(bad, "telemetry", 0, 1)])
     >>> state = ShardState(dedup_window_ms=600_000, dedup_max_entries=100_000, allowed_lateness_ms=60_000)
-    >>> out = process(state, batch, Normalizer(), idle_close_ms=30_000, now_ms=1_763_546_400_000)
+    >>> steps = ShardSteps(Normalizer(), idle_close_ms=30_000)
+    >>> out = process(state, batch, steps, now_ms=1_763_546_400_000)
     >>> out.events, [(d.code, d.topic, d.offset, d.raw == bad) for d in out.dead_letters]
     (1, [('malformed_json', 'telemetry', 1, True)])
-    >>> end = process(state, RawBatch("telemetry-0", [], final=True), Normalizer(), 30_000, now_ms=1_763_546_400_000)
+    >>> end = process(state, RawBatch("telemetry-0", [], final=True), steps, now_ms=1_763_546_400_000)
     >>> sorted((w.series.metric, w.count) for w in end.windows)
     [('errors', 1), ('latency_ms', 1), ('requests', 1)]
     """
@@ -56,7 +66,7 @@ def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_clo
     out = ShardOutput(batch.shard, final=batch.final)
     if batch.messages:
         out.produced_ms = np.fromiter((m.timestamp_ms for m in batch.messages), dtype=np.int64, count=len(batch.messages))
-        normalized = normalizer.normalize_batch(batch.messages, now_ms=now_ms)
+        normalized = steps.normalizer.normalize_batch(batch.messages, now_ms=now_ms)
         out.dead_letters = normalized.dead_letters
         kept, dropped = state.dedup.filter(normalized.events)
         if dropped:
@@ -64,7 +74,9 @@ def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_clo
                                                                      state.duplicates_seen)
             state.duplicates_seen += dropped
         if kept:
-            columns = to_columns(kept)
+            if steps.pricer is not None:
+                steps.pricer.price(kept)
+            columns = to_columns(kept, steps.columns)
             by_name = dict(zip(COLUMN_NAMES, columns))
             times = np.array(by_name["event_time"], dtype=np.int64)
             dims = list(zip(by_name["model"], by_name["endpoint"], by_name["team"]))
@@ -78,7 +90,7 @@ def process(state: ShardState, batch: RawBatch, normalizer: Normalizer, idle_clo
                  by_name["model"][e.index], batch.shard, now_ms]
                 for e in late
             ]
-    if batch.final or (batch.idle_ms and batch.idle_ms >= idle_close_ms):
+    if batch.final or (batch.idle_ms and batch.idle_ms >= steps.idle_close_ms):
         out.windows = state.windows.close_all()
     else:
         out.windows = state.windows.close_ready()

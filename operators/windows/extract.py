@@ -11,9 +11,10 @@ import numpy as np
 from operators.windows import MetricValues
 
 # metric -> the source module it is measured from (cost events repeat token counts; they must
-# not count twice).
+# not count twice). Cost is summed over the rows marked `billed` ([cost] count_from).
 DIRECT = {"latency_ms": "telemetry", "ttft_ms": "telemetry", "input_tokens": "telemetry", "output_tokens": "telemetry",
-          "cached_tokens": "telemetry", "total_tokens": "telemetry", "cost_usd": "cost"}
+          "cached_tokens": "telemetry", "total_tokens": "telemetry", "cache_write_tokens": "telemetry",
+          "reasoning_tokens": "telemetry"}
 COMPLIANT = {"passed", "pass", "compliant", "allowed", "allow", "verified", "success"}
 # One event per model call: these count as requests (errors: the ones with is_error set).
 REQUEST_TYPES = {"telemetry.request", "telemetry.latency", "telemetry.error"}
@@ -40,7 +41,7 @@ def extract(columns: dict[str, list]) -> list[MetricValues]:
     >>> columns.update(event_type=["telemetry.request", "cost.tokens", "governance.compliance"],
     ...                source=["telemetry", "cost", "governance"], is_error=[1, 0, 0],
     ...                outcome=["error", "", "passed"], latency_ms=[812.5, None, None],
-    ...                input_tokens=[640, 640, None], cost_usd=[None, 0.0042, None])
+    ...                input_tokens=[640, 640, None], cost_usd=[0.0041, 0.0042, None], billed=[0, 1, 0])
     >>> metrics = {m.name: m.values.tolist() for m in extract(columns)}
     >>> metrics["latency_ms"], metrics["input_tokens"], metrics["cost_usd"]
     ([812.5, nan, nan], [640.0, nan, nan], [nan, 0.0042, nan])
@@ -51,6 +52,8 @@ def extract(columns: dict[str, list]) -> list[MetricValues]:
     code = np.array([code_of(t, 0) for t in columns["event_type"]], dtype=np.int8)
     source = np.array(columns["source"], dtype=object)
     out = [MetricValues(name, np.where(source == src, _floats(columns[name]), np.nan)) for name, src in DIRECT.items()]
+    billed = np.array(columns["billed"], dtype=bool)
+    out.append(MetricValues("cost_usd", np.where(billed, _floats(columns["cost_usd"]), np.nan)))
     request = code == 1
     out.append(MetricValues("requests", np.where(request, 1.0, np.nan)))
     out.append(MetricValues("errors", np.where(request, np.array(columns["is_error"], dtype=np.float64), np.nan)))

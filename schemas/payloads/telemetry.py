@@ -4,12 +4,15 @@
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import msgspec
 
 from schemas.payloads.base import Payload
-from schemas.scalars import Count, DurationMs, PerSecond, Ratio
+from schemas.scalars import Count, DurationMs, Money, PerSecond, Ratio
+
+# reported: the input said; inferred: tokens x the price table; unknown: neither was possible.
+CostSource = Literal["", "reported", "inferred", "unknown"]
 
 
 class LlmRequest(Payload, tag="telemetry.request"):
@@ -34,6 +37,14 @@ class LlmRequest(Payload, tag="telemetry.request"):
     error_type: str = ""
     finish_reason: str = ""
     span_name: str = ""
+    # Part of input_tokens (OTel counting): tokens written to the provider's prompt cache.
+    cache_write_tokens: Count | None = None
+    # Part of output_tokens (OTel counting): hidden reasoning tokens.
+    reasoning_tokens: Count | None = None
+    # What the call cost, when the producer reports it; otherwise the hub infers it from the
+    # price table and says which in `cost_source` (set by the hub, not by producers).
+    cost_usd: Money | None = None
+    cost_source: CostSource = ""
 
 
 class LatencyBreakdown(msgspec.Struct, omit_defaults=True, gc=False):
