@@ -55,9 +55,11 @@ DEAD_LETTER_COLUMNS: list[str] = ["ingest_time", "topic", "partition", "offset",
 
 
 def dead_letter_row(d: DeadLetter) -> list:
-    """A `dead_letters` row; the raw bytes stay readable (invalid UTF-8 as backslash escapes)."""
+    """A `dead_letters` row. `raw` goes in as bytes: a ClickHouse String holds any bytes, so the
+    stored value is the input exactly, invalid UTF-8 included (read it back with hex(raw) or as
+    bytes)."""
     return [d.ingest_time_ms, d.topic, d.partition, d.offset, d.source, d.code or "invalid", d.reason, d.field,
-            d.event_id, d.raw.decode("utf-8", "backslashreplace")]
+            d.event_id, d.raw]
 
 
 def dead_letter_record(d: DeadLetter) -> bytes:
