@@ -10,6 +10,10 @@ from schemas.raw import DeadLetter, RawMessage
 
 class NormalizedBatch(msgspec.Struct):
     """What one batch became: events, dead letters and counts for metrics.
+
+    >>> b = NormalizedBatch([], [], dead_letter_counts={"malformed_json": 1})
+    >>> len(b.events), b.dead_letter_counts, b.skipped_spans
+    (0, {'malformed_json': 1}, 0)
     """
 
     events: list[Event]

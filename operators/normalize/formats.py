@@ -34,6 +34,13 @@ BASE_METADATA = {
 
 def detect_format(v: bytes) -> str | None:
     """Wire format of one message from its first JSON key (or first byte for protobuf).
+
+    >>> detect_format(b'{"event_id": "e1", "event_type": "telemetry.request"}')
+    'hub'
+    >>> detect_format(b'{"eventId": "e1", "eventType": "llm.request"}')
+    'base'
+    >>> detect_format(b' {"resourceSpans": []}'), detect_format(b"\\n\\x00"), detect_format(b"[1]")
+    ('otlp_json', 'otlp_proto', None)
     """
     if not v:
         return None

@@ -31,6 +31,12 @@ _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 
 def fix(obj: dict[str, Any], message: str, m: RawMessage, now: int, fixes: list[str]) -> bool:
     """Fix, in place, the one problem msgspec reported if the fix is unambiguous; say if it did.
+
+    >>> obj, fixes = {"payload": {"decision": "Deny"}}, []
+    >>> fix(obj, "Invalid enum value 'Deny' - at `$.payload.decision`", RawMessage(b""), 0, fixes)
+    True
+    >>> obj["payload"]["decision"], fixes
+    ('denied', ['enum_alias'])
     """
     mt = AT.match(message)
     if not mt:
@@ -109,6 +115,11 @@ def _snake(name: str) -> str:
 
 def apply_mappings(obj: dict[str, Any], mappings: dict[str, str]) -> None:
     """Move values from source paths to canonical paths (both dotted), in place.
+
+    >>> obj = {"data": {"modelName": "gpt-4o"}}
+    >>> apply_mappings(obj, {"data.modelName": "data.model"})
+    >>> obj
+    {'data': {'model': 'gpt-4o'}}
     """
     for src, dst in mappings.items():
         parent: Any = obj

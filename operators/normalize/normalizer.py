@@ -78,6 +78,22 @@ class Normalizer:
     `topic_sources` maps input topics to source modules; it picks per-source settings (pinned
     format, field mappings, mode) before a message is decoded and names the source of dead
     letters whose bytes say nothing. Once decoded, an event's own type decides its source.
+
+    A hub envelope becomes an event (source, severity and total tokens filled in); bytes that
+    are not JSON become a dead letter that says why and where they came from:
+
+    >>> from schemas.raw import RawMessage
+    >>> ok = RawMessage(b'{"event_id": "e1", "event_type": "telemetry.request", "event_time": 1700000000000, '
+    ...                 b'"payload": {"model": "gpt-4o", "latency_ms": 812.5, "input_tokens": 12, '
+    ...                 b'"output_tokens": 30}}')
+    >>> bad = RawMessage(b'{"event_id": "e2", "event_type', topic="llm-telemetry", offset=7)
+    >>> out = Normalizer().normalize_batch([ok, bad], now_ms=1_700_000_060_000)
+    >>> e = out.events[0]
+    >>> e.event_id, e.source, e.severity, e.payload.model, e.payload.total_tokens
+    ('e1', 'telemetry', 'info', 'gpt-4o', 42)
+    >>> d = out.dead_letters[0]
+    >>> d.code, d.topic, d.offset, d.raw == bad.value, out.dead_letter_counts
+    ('malformed_json', 'llm-telemetry', 7, True, {'malformed_json': 1})
     """
 
     def __init__(self, settings: NormalizationSettings | None = None,

@@ -40,6 +40,11 @@ class Reject(Exception):
 
 def explain(message: str, fmt: str, prefix: str = "") -> tuple[str, str, str]:
     """msgspec validation message -> (reason code, field path, sentence for a human).
+
+    >>> explain("Object missing required field `model` - at `$.payload`", "hub")
+    ('missing_field', 'payload.model', "required field 'payload.model' is missing")
+    >>> explain("Expected `int` >= 0 - at `$.payload.input_tokens`", "hub")[:2]
+    ('negative_value', 'payload.input_tokens')
     """
     mt = AT.match(message)
     msg = mt.group("msg") if mt else message
@@ -69,5 +74,8 @@ def explain(message: str, fmt: str, prefix: str = "") -> tuple[str, str, str]:
 
 def reason_code(dead_letter: DeadLetter) -> str:
     """The short code of a dead letter (kept for callers written against older letters).
+
+    >>> reason_code(DeadLetter(raw=b"{", reason="message is not valid JSON", code="malformed_json"))
+    'malformed_json'
     """
     return dead_letter.code

@@ -20,6 +20,10 @@ COST_UNIT_FACTOR = {"usd": 1.0, "cents": 0.01, "micros": 1e-6}
 
 class SourceRules:
     """Per-source settings compiled for the hot path.
+
+    >>> rules = SourceRules("cost", SourceNormalization(cost_unit="cents"), "strict")
+    >>> rules.lenient, rules.money_factor, rules.rates["USD"]
+    (False, 0.01, 1.0)
     """
 
     __slots__ = ("name", "skew", "lenient", "fmt", "mappings", "money_factor", "rates")

@@ -57,6 +57,14 @@ _UNIT_TABLES = {"duration": DURATION_UNITS, "size": SIZE_UNITS, "rate": RATE_UNI
 
 def epoch_to_ms(value: Any, field: str = "event_time") -> int:
     """Epoch number in s, ms, us or ns (told apart by magnitude) -> epoch ms, floored.
+
+    >>> epoch_to_ms(1_700_000_000), epoch_to_ms(1_700_000_000_123), epoch_to_ms(1_700_000_000_123_456_789)
+    (1700000000000, 1700000000123, 1700000000123)
+    >>> try:
+    ...     epoch_to_ms(-5)
+    ... except Reject as r:
+    ...     print(r.code, r.field)
+    impossible_timestamp event_time
     """
     if type(value) is bool or not isinstance(value, (int, float)) or not (0 < value < 9.3e18):
         raise Reject(IMPOSSIBLE_TIMESTAMP, field, f"{field} {str(value)[:40]} is not a plausible epoch time")
@@ -126,6 +134,16 @@ def nanos(value: int | str, field: str) -> int:
 
 def parse_unit(value: str, unit: str, field: str) -> float:
     """'1.5s' -> 1500.0 (duration, ms); '2KB' -> 2048.0 (size, bytes); '120/min' -> 2.0 (rate, /s).
+
+    >>> parse_unit("1.5s", "duration", "latency"), parse_unit("2KB", "size", "memory")
+    (1500.0, 2048.0)
+    >>> parse_unit("120 rpm", "rate", "throughput")
+    2.0
+    >>> try:
+    ...     parse_unit("3 parsecs", "duration", "latency")
+    ... except Reject as r:
+    ...     print(r.code, r.field)
+    invalid_field latency
     """
     mt = _UNIT_VALUE.match(value)
     if not mt:
