@@ -1,0 +1,363 @@
+"""OTLP traces (JSON or protobuf) -> one LlmRequest event per LLM span.
+
+A span is an LLM call when it carries any GenAI / LLM attribute; other spans (HTTP, DB...)
+are counted as skipped, not rejected. Current and legacy GenAI attribute names fill the same
+slot, the best-ranked name winning; resource attributes fill slots the span left empty. A
+span that fails a rule is dead-lettered on its own, with its own bytes, and its siblings go on.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+import msgspec
+
+from operators.normalize.batch import Batch
+from operators.normalize.reasons import (
+    IMPOSSIBLE_TIMESTAMP,
+    INVALID_FIELD,
+    MALFORMED_PROTOBUF,
+    MISSING_FIELD,
+    NEGATIVE_VALUE,
+    Reject,
+    explain,
+)
+from operators.normalize.sources import SourceRules
+from operators.normalize.values import MAX_COUNT, check_time_range, count, nanos, tag_str, text
+from schemas.events import EVENT_CLASSES, SCHEMA_VERSION, Event, LlmRequest
+from schemas.raw import RawMessage
+from schemas.wire import NULL_RAW, OtlpTraces, SpanEvent
+
+try:  # opentelemetry-proto is a hard dependency; import lazily-failing for a clear message
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest as _ExportRequest,
+    )
+except ImportError as _exc:  # pragma: no cover
+    raise ImportError("opentelemetry-proto is required to decode otlp_proto messages") from _exc
+
+# OTLP span attributes -> LlmRequest slot. Lower rank wins; current names rank before legacy.
+_SLOTS = ("provider", "model", "response_model", "input", "output", "cached", "total", "operation",
+          "response_id", "finish", "error_type", "ttft", "environment", "region")
+(_PROVIDER, _MODEL, _RESP_MODEL, _IN, _OUT, _CACHED, _TOTAL, _OP, _RESP_ID, _FINISH, _ERR, _TTFT,
+ _ENV, _REGION) = range(len(_SLOTS))
+GENAI_ATTRIBUTES: dict[str, tuple[int, int]] = {
+    "gen_ai.provider.name": (_PROVIDER, 0), "gen_ai.system": (_PROVIDER, 1), "llm.provider": (_PROVIDER, 2),
+    "llm.system": (_PROVIDER, 3),
+    "gen_ai.request.model": (_MODEL, 0), "llm.request.model": (_MODEL, 1), "llm.model_name": (_MODEL, 2),
+    "gen_ai.response.model": (_RESP_MODEL, 0), "llm.response.model": (_RESP_MODEL, 1),
+    "gen_ai.usage.input_tokens": (_IN, 0), "gen_ai.usage.prompt_tokens": (_IN, 1),
+    "llm.usage.prompt_tokens": (_IN, 2), "llm.token_count.prompt": (_IN, 3),
+    "gen_ai.usage.output_tokens": (_OUT, 0), "gen_ai.usage.completion_tokens": (_OUT, 1),
+    "llm.usage.completion_tokens": (_OUT, 2), "llm.token_count.completion": (_OUT, 3),
+    "gen_ai.usage.cache_read.input_tokens": (_CACHED, 0), "gen_ai.usage.cache_read_input_tokens": (_CACHED, 1),
+    "llm.usage.cache_read_input_tokens": (_CACHED, 2), "llm.token_count.prompt_details.cache_read": (_CACHED, 3),
+    "llm.usage.total_tokens": (_TOTAL, 0), "llm.token_count.total": (_TOTAL, 1),
+    "gen_ai.operation.name": (_OP, 0), "llm.request.type": (_OP, 1),
+    "gen_ai.response.id": (_RESP_ID, 0),
+    "gen_ai.response.finish_reasons": (_FINISH, 0), "llm.response.finish_reason": (_FINISH, 1),
+    "error.type": (_ERR, 0),
+    "gen_ai.server.time_to_first_token": (_TTFT, 0),
+    "deployment.environment.name": (_ENV, 0), "deployment.environment": (_ENV, 1),
+    "cloud.region": (_REGION, 0),
+}
+# gen_ai.* / llm.* attributes never become tags (content such as gen_ai.prompt.* is bulky and
+# sensitive); neither do OpenInference's input/output payloads.
+_NO_TAG_KEYS = frozenset(("input.value", "output.value", "input.mime_type", "output.mime_type"))
+MAX_TAG_VALUE = 256
+_LLM_PREFIXES = ("gen_ai.", "llm.")
+_SLOT_KEY = {_IN: "gen_ai.usage.input_tokens", _OUT: "gen_ai.usage.output_tokens",
+             _CACHED: "gen_ai.usage.cache_read.input_tokens", _TOTAL: "llm.usage.total_tokens"}
+
+_TRACES = msgspec.json.Decoder(OtlpTraces)
+_SPAN_EVENTS = msgspec.json.Decoder(list[SpanEvent])
+_SPAN_ENC = msgspec.json.Encoder()
+_LLM_EVENT = EVENT_CLASSES[LlmRequest]
+# _span_event builds LlmRequest positionally; fail loudly at import if its fields move.
+assert LlmRequest.__struct_fields__[:15] == (
+    "model", "latency_ms", "provider", "operation", "response_model", "request_id", "time_to_first_token_ms",
+    "input_tokens", "output_tokens", "cached_input_tokens", "total_tokens", "is_error", "error_type",
+    "finish_reason", "span_name"), "LlmRequest field order changed: update _span_event in normalize/otlp.py"
+
+
+# --- messages -------------------------------------------------------------------------------------
+
+
+def otlp_json(m: RawMessage, st: Batch, rt: SourceRules) -> None:
+    """One OTLP/JSON ExportTraceServiceRequest -> events, skipped spans and dead letters in `st`."""
+    before = (len(st.events), len(st.dead), st.skipped)
+    try:
+        traces = _TRACES.decode(m.value)
+    except Exception as exc:  # noqa: BLE001
+        if isinstance(exc, msgspec.ValidationError):
+            code, field, reason = explain(str(exc), "otlp_json")
+            st.reject(m, code, field, reason, "telemetry")
+        else:
+            st.reject_undecodable(m, exc)
+        return
+    amap = rt.mappings
+    for rs in traces.resourceSpans:
+        res_tags, res_slots = _resource_attrs(rs.resource.attributes if rs.resource else (), amap, _av_json)
+        for ss in rs.scopeSpans:
+            for sp in ss.spans:
+                try:
+                    slots, tags = _span_attrs(sp.attributes, amap, res_slots, res_tags, _av_json)
+                    if slots is None:
+                        st.skipped += 1
+                        continue
+                    status = sp.status
+                    code = status.code if status is not None else 0
+                    failed = code == 2 or code == "STATUS_CODE_ERROR"
+                    exc_type = ""
+                    if failed and slots[_ERR] is None:
+                        exc_type = _exception_type_json(sp.events)
+                    st.events.append(_span_event(
+                        slots, tags, sp.traceId.lower(), sp.spanId.lower(), sp.parentSpanId.lower(), sp.name,
+                        sp.startTimeUnixNano, sp.endTimeUnixNano, failed, exc_type, rt, st, sp))
+                except Reject as r:
+                    st.reject(m, r.code, r.field, r.reason, "telemetry", sp.spanId, raw=_SPAN_ENC.encode(sp))
+    _no_spans(m, st, before)
+
+
+def otlp_proto(m: RawMessage, st: Batch, rt: SourceRules) -> None:
+    """One OTLP protobuf ExportTraceServiceRequest -> events, skipped spans and dead letters in `st`."""
+    before = (len(st.events), len(st.dead), st.skipped)
+    try:
+        req = _ExportRequest.FromString(m.value)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        st.reject(m, MALFORMED_PROTOBUF, "", f"message is not an OTLP ExportTraceServiceRequest protobuf: "
+                  f"{exc}", "telemetry")
+        return
+    amap = rt.mappings
+    for rs in req.resource_spans:
+        res_tags, res_slots = _resource_attrs(rs.resource.attributes, amap, _av_pb)
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                try:
+                    slots, tags = _span_attrs(sp.attributes, amap, res_slots, res_tags, _av_pb)
+                    if slots is None:
+                        st.skipped += 1
+                        continue
+                    failed = sp.status.code == 2
+                    exc_type = ""
+                    if failed and slots[_ERR] is None:
+                        exc_type = _exception_type(sp.events, _av_pb)
+                    st.events.append(_span_event(
+                        slots, tags, sp.trace_id.hex(), sp.span_id.hex(), sp.parent_span_id.hex(), sp.name,
+                        sp.start_time_unix_nano, sp.end_time_unix_nano, failed, exc_type, rt, st, sp))
+                except Reject as r:
+                    st.reject(m, r.code, r.field, r.reason, "telemetry", sp.span_id.hex(), raw=sp.SerializeToString())
+    _no_spans(m, st, before)
+
+
+def _no_spans(m: RawMessage, st: Batch, before: tuple[int, int, int]) -> None:
+    """An OTLP message that held no span at all still leaves a trace: a dead letter."""
+    if (len(st.events), len(st.dead), st.skipped) == before:
+        st.reject(m, MISSING_FIELD, "resourceSpans", "OTLP message holds no spans", "telemetry")
+
+
+# --- spans ----------------------------------------------------------------------------------------
+
+
+def _span_event(slots: list[Any], tags: dict[str, str], trace_id: str, span_id: str, parent: str, name: str,
+                start: int | str, end: int | str, failed: bool, exc_type: str, rt: SourceRules, st: Batch,
+                span: Any) -> Event:
+    """One LLM span (as slots of GenAI attributes) -> Event with an LlmRequest payload."""
+    model = slots[_MODEL] or slots[_RESP_MODEL]
+    if not model or type(model) is not str:
+        raise Reject(MISSING_FIELD, "gen_ai.request.model", "LLM span has no model: set gen_ai.request.model "
+                     "(or gen_ai.response.model / llm.model_name)")
+    if not span_id:
+        if not rt.lenient:
+            raise Reject(MISSING_FIELD, "spanId", "span has no spanId, so it has no event id")
+        st.warn("generated_event_id")
+        raw = _SPAN_ENC.encode(span) if isinstance(span, msgspec.Struct) else span.SerializeToString()
+        span_id = "gen-" + hashlib.blake2b(raw, digest_size=16).hexdigest()
+    start_ns = nanos(start, "startTimeUnixNano")
+    end_ns = nanos(end, "endTimeUnixNano")
+    if start_ns <= 0:
+        raise Reject(IMPOSSIBLE_TIMESTAMP, "startTimeUnixNano", "span has no start time")
+    if end_ns < start_ns:
+        raise Reject(NEGATIVE_VALUE, "endTimeUnixNano", "span ends before it starts (negative duration)")
+    ms = start_ns // 1_000_000 - rt.skew
+    if ms > st.hi or ms < st.lo:
+        check_time_range(ms, "startTimeUnixNano", st)
+    inp = slots[_IN]
+    if inp is not None and not (type(inp) is int and 0 <= inp <= MAX_COUNT):
+        inp = count(inp, _SLOT_KEY[_IN], rt.lenient, st)
+    out = slots[_OUT]
+    if out is not None and not (type(out) is int and 0 <= out <= MAX_COUNT):
+        out = count(out, _SLOT_KEY[_OUT], rt.lenient, st)
+    cached = slots[_CACHED]
+    if cached is not None and not (type(cached) is int and 0 <= cached <= MAX_COUNT):
+        cached = count(cached, _SLOT_KEY[_CACHED], rt.lenient, st)
+    total = slots[_TOTAL]
+    if total is None:
+        if inp is not None or out is not None:
+            total = (inp or 0) + (out or 0)
+    elif not (type(total) is int and 0 <= total <= MAX_COUNT):
+        total = count(total, _SLOT_KEY[_TOTAL], rt.lenient, st)
+    latency = (end_ns - start_ns) / 1e6
+    ttft = slots[_TTFT]
+    if ttft is not None:
+        if type(ttft) not in (int, float) or not 0 <= ttft < 86_400:  # also catches NaN
+            raise Reject(INVALID_FIELD, "gen_ai.server.time_to_first_token",
+                         "time to first token must be a non-negative number of seconds")
+        ttft = ttft * 1000.0
+        if ttft > latency:
+            if not rt.lenient:
+                raise Reject(INVALID_FIELD, "gen_ai.server.time_to_first_token",
+                             f"time to first token ({ttft:.1f} ms) exceeds the span duration ({latency:.1f} ms)")
+            st.warn("dropped_inconsistent_ttft")
+            ttft = None
+    err = slots[_ERR]
+    is_error = failed or bool(err)
+    error_type = (str(err) if err else (exc_type or "_OTHER")) if is_error else ""
+    finish = slots[_FINISH]
+    if isinstance(finish, list):
+        finish = finish[0] if finish else ""
+    provider = slots[_PROVIDER]
+    op = slots[_OP]
+    resp_model = slots[_RESP_MODEL]
+    resp_id = slots[_RESP_ID]
+    env = slots[_ENV]
+    region = slots[_REGION]
+    # positional, in LlmRequest field order
+    p = LlmRequest(
+        model, latency, provider if type(provider) is str else text(provider), op if type(op) is str else text(op),
+        resp_model if type(resp_model) is str else text(resp_model),
+        resp_id if type(resp_id) is str else text(resp_id), ttft, inp, out, cached, total, is_error, error_type,
+        finish if type(finish) is str else text(finish), name,
+    )
+    return _LLM_EVENT(span_id, ms, p, st.now, "telemetry", SCHEMA_VERSION, trace_id, parent,
+                      "high" if is_error else "info", env if type(env) is str else text(env),
+                      region if type(region) is str else text(region), tags)
+
+
+# --- attributes -----------------------------------------------------------------------------------
+
+
+def _av_json(v: Any) -> Any:
+    """OTLP/JSON AnyValue -> Python value (int64 strings become ints)."""
+    x = v.stringValue
+    if x is not None:
+        return x
+    x = v.intValue
+    if x is not None:
+        if type(x) is str:
+            try:
+                return int(x)
+            except ValueError:
+                return x
+        return x
+    x = v.doubleValue
+    if x is not None:
+        if type(x) is str:
+            try:
+                return float(x)
+            except ValueError:
+                return x
+        return x
+    x = v.boolValue
+    if x is not None:
+        return x
+    if v.arrayValue is not None:
+        return [_av_json(i) for i in v.arrayValue.values]
+    if v.kvlistValue is not None:
+        return {kv.key: _av_json(kv.value) for kv in v.kvlistValue.values}
+    return v.bytesValue
+
+
+def _av_pb(v: Any) -> Any:
+    """OTLP protobuf AnyValue -> Python value (bytes become hex)."""
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [_av_pb(i) for i in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _av_pb(kv.value) for kv in v.kvlist_value.values}
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    return getattr(v, kind)
+
+
+def _resource_attrs(attrs: Any, amap: dict[str, str],
+                    av: Callable[[Any], Any]) -> tuple[dict[str, str], dict[int, Any]]:
+    """Resource attributes (JSON or protobuf KeyValues; `av` decodes their AnyValue) -> tags, slots."""
+    tags: dict[str, str] = {}
+    slots: dict[int, Any] = {}
+    for kv in attrs:
+        key, val = kv.key, av(kv.value)
+        if amap:
+            key = amap.get(key, key)
+        _resource_attr(key, val, tags, slots)
+    return tags, slots
+
+
+def _resource_attr(key: str, val: Any, tags: dict[str, str], slots: dict[int, Any]) -> None:
+    role = GENAI_ATTRIBUTES.get(key)
+    if role is not None:
+        slot = role[0]
+        if slot not in slots or role[1] < slots[slot][1]:
+            slots[slot] = (val, role[1])
+    elif val is not None and key not in _NO_TAG_KEYS and not key.startswith(_LLM_PREFIXES):
+        s = val if type(val) is str else tag_str(val)
+        if len(s) <= MAX_TAG_VALUE:
+            tags[key] = s
+
+
+def _span_attrs(attrs: Any, amap: dict[str, str], res_slots: dict[int, Any], res_tags: dict[str, str],
+                av: Callable[[Any], Any]) -> tuple[list[Any] | None, dict[str, str]]:
+    """One pass over a span's attributes (JSON or protobuf KeyValues; `av` decodes their
+    AnyValue): GenAI slots (best-ranked name wins) and tags.
+
+    Returns (None, {}) for spans that carry no GenAI/LLM attribute at all.
+    """
+    slots: list[Any] = [None] * len(_SLOTS)
+    ranks = [99] * len(_SLOTS)
+    tags = dict(res_tags)
+    llm = False
+    roles = GENAI_ATTRIBUTES
+    for kv in attrs:
+        key = kv.key
+        val = av(kv.value)
+        if amap:
+            key = amap.get(key, key)
+        role = roles.get(key)
+        if role is not None:
+            llm = True
+            slot, rank = role
+            if rank < ranks[slot]:
+                slots[slot] = val
+                ranks[slot] = rank
+        elif key.startswith(_LLM_PREFIXES):
+            llm = True
+        elif val is not None and key not in _NO_TAG_KEYS:
+            if type(val) is not str:
+                val = tag_str(val)
+            if len(val) <= MAX_TAG_VALUE:
+                tags[key] = val
+    if not llm:
+        return None, {}
+    for slot, (val, rank) in res_slots.items():
+        if slots[slot] is None:
+            slots[slot] = val
+    return slots, tags
+
+
+def _exception_type_json(raw_events: msgspec.Raw) -> str:
+    try:
+        events = _SPAN_EVENTS.decode(raw_events) if raw_events is not NULL_RAW else ()
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ""
+    return _exception_type(events or (), _av_json)
+
+
+def _exception_type(events: Any, av: Callable[[Any], Any]) -> str:
+    """`exception.type` of a failed span's first exception event (JSON or protobuf events)."""
+    for ev in events:
+        if ev.name == "exception":
+            for kv in ev.attributes:
+                if kv.key == "exception.type":
+                    return text(av(kv.value))
+    return ""
