@@ -51,6 +51,21 @@ class SourcesNormalization(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
         return getattr(self, source)
 
 
+class LimitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What is too big to be true: past these an input is a dead letter naming the limit, so one
+    poisoned message cannot multiply into every series or overflow the store. Every wire value
+    is also bounded by the schema (counts <= 2^53, finite numbers), whatever these say."""
+
+    # Bytes of one input message (a whole OTLP export request counts as one).
+    max_message_bytes: Annotated[int, Meta(gt=0)] = 4 * 1024 * 1024
+    # Characters of a model, provider or operation name of an LLM call (series keys).
+    max_name_length: Annotated[int, Meta(gt=0, le=65_536)] = 256
+    # Duration of one LLM call.
+    max_latency_ms: Annotated[float, Meta(gt=0)] = 86_400_000.0
+    # Tokens of one LLM call, per kind.
+    max_tokens: Annotated[int, Meta(gt=0, le=2**53)] = 100_000_000
+
+
 class NormalizationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """strict: reject anything invalid. lenient: fix what is unambiguous (numeric strings,
     short semver, enum case/aliases, missing id or time from the message itself) and count a
@@ -69,3 +84,4 @@ class NormalizationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=
     max_future_skew_s: Annotated[int, Meta(ge=0)] = 300
     # Event times older than this are impossible (raise it to load old archives from files).
     max_event_age_s: Annotated[int, Meta(gt=0)] = 30 * 86_400
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)

@@ -29,7 +29,8 @@ from connectors.clickhouse import connect, first_line, insert_new_windows
 from schemas.incidents import ANOMALY_COLUMNS, EDGE_COLUMNS, INCIDENT_COLUMNS, anomaly_row, edge_row, incident_row
 from schemas.items import DetectionOutput, ShardOutput
 from schemas.metrics import window_rows
-from schemas.rows import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, LATE_COLUMNS, dead_letter_row
+from schemas.rows import (DEAD_LETTER_COLUMNS, EVENT_COLUMNS, LATE_COLUMNS, SKIPPED_COLUMNS, dead_letter_row,
+                          skipped_row)
 
 ARROW_TYPES = {"String": pa.string(), "DateTime64(3)": pa.timestamp("ms", tz="UTC"), "Float64": pa.float64(),
                "UInt64": pa.uint64(), "UInt8": pa.uint8(), "Map(String, String)": pa.map_(pa.string(), pa.string())}
@@ -44,7 +45,7 @@ def _arrow_type(ch_type: str) -> pa.DataType:
 
 
 EVENT_SCHEMA = pa.schema([(name, _arrow_type(t)) for name, t in EVENT_COLUMNS])
-ROW_TABLES = {"dead_letters": DEAD_LETTER_COLUMNS, "late_events": LATE_COLUMNS, "anomalies": list(ANOMALY_COLUMNS),
+ROW_TABLES = {"dead_letters": DEAD_LETTER_COLUMNS, "skipped_inputs": SKIPPED_COLUMNS, "late_events": LATE_COLUMNS, "anomalies": list(ANOMALY_COLUMNS),
               "incidents": list(INCIDENT_COLUMNS), "incident_edges": list(EDGE_COLUMNS)}
 MAX_BACKOFF_S = 10.0
 
@@ -81,6 +82,7 @@ class _Buffers:
         if out.produced_ms is not None:
             self.produced.append(out.produced_ms)
         self.rows["dead_letters"] += [dead_letter_row(d) for d in out.dead_letters]
+        self.rows["skipped_inputs"] += [skipped_row(s) for s in out.skipped]
         self.rows["late_events"] += out.late_rows
         if out.windows:
             self.windows += window_rows(out.windows)

@@ -10,6 +10,8 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 EVENTS = Counter("hub_events_total", "Events normalized and accepted", ["shard"])
 DEAD_LETTERS = Counter("hub_dead_letters_total", "Inputs rejected to the dead-letter table/topic", ["reason"])
+SKIPPED = Counter("hub_skipped_inputs_total", "Inputs that are not ours (OTLP spans that are not LLM calls)",
+                  ["reason"])
 LATE = Counter("hub_late_events_total", "Events later than the allowed lateness (kept in late_events)")
 WINDOWS = Counter("hub_windows_closed_total", "1-minute series windows closed and written")
 BATCHES = Counter("hub_batches_total", "Input batches processed")
@@ -89,6 +91,7 @@ class Progress:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         events = total(EVENTS)
         return (f"{events:,.0f} events ({events / elapsed:,.0f}/s)  dead letters {total(DEAD_LETTERS):,.0f}  "
+                f"skipped {total(SKIPPED):,.0f}  "
                 f"late {total(LATE):,.0f}  windows closed {total(WINDOWS):,.0f}")
 
     def _loop(self) -> None:

@@ -108,6 +108,8 @@ def _count(out: ShardOutput) -> None:
         metrics.EVENTS.labels(shard=out.shard).inc(out.events)
     for d in out.dead_letters:
         metrics.DEAD_LETTERS.labels(reason=d.code or "invalid").inc()
+    for s in out.skipped:
+        metrics.SKIPPED.labels(reason=s.reason).inc(s.count)
     if out.late_rows:
         metrics.LATE.inc(len(out.late_rows))
 

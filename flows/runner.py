@@ -23,6 +23,7 @@ from flows.tables import print_rows
 SUMMARY_SQL = """
 SELECT (SELECT count() FROM events FINAL) AS events,
        (SELECT count() FROM dead_letters FINAL) AS dead_letters,
+       (SELECT sum(inputs) FROM skipped_inputs FINAL) AS skipped,
        (SELECT count() FROM late_events FINAL) AS late_events,
        (SELECT count() FROM metrics_1m FINAL) AS metric_windows
 """
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace, cfg: HubConfig) -> int:
     events = worker_metrics.total(worker_metrics.EVENTS)
     print(f"hub run: done in {elapsed:.1f}s: {events:,.0f} events ({events / max(elapsed, 1e-9):,.0f}/s), "
           f"{worker_metrics.total(worker_metrics.DEAD_LETTERS):,.0f} dead letters, "
+          f"{worker_metrics.total(worker_metrics.SKIPPED):,.0f} skipped, "
           f"{worker_metrics.total(worker_metrics.LATE):,.0f} late, "
           f"{worker_metrics.total(worker_metrics.WINDOWS):,.0f} windows closed", file=sys.stderr)
     if args.process_id in (None, 0):

@@ -11,7 +11,7 @@ import msgspec
 
 from schemas.incidents import Anomaly, Incident, Signal
 from schemas.metrics import WindowMetric
-from schemas.raw import DeadLetter, RawMessage
+from schemas.raw import DeadLetter, RawMessage, Skipped
 
 
 class RawBatch(msgspec.Struct):
@@ -34,6 +34,7 @@ class ShardOutput(msgspec.Struct):
     # Column-oriented `events` rows (schemas.rows.EVENT_COLUMNS order), None when none were kept.
     event_columns: list[list] | None = None
     dead_letters: list[DeadLetter] = []
+    skipped: list[Skipped] = []
     late_rows: list[list] = []
     windows: list[WindowMetric] = []
     final: bool = False

@@ -33,3 +33,16 @@ class DeadLetter(msgspec.Struct, kw_only=True, gc=False):
     source: str = ""
     event_id: str = ""
     ingest_time_ms: int = 0
+
+
+class Skipped(msgspec.Struct, gc=False):
+    """Inputs of one message that are not ours, per reason (e.g. OTLP spans that are not LLM
+    calls): not errors, but counted, so input = events + dead letters + skipped. Keyed by the
+    message, so a replay writes the same row again."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    count: int
+    ingest_time_ms: int = 0

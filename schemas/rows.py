@@ -6,7 +6,7 @@ import base64
 
 import orjson
 
-from schemas.raw import DeadLetter
+from schemas.raw import DeadLetter, Skipped
 
 EVENT_COLUMNS: list[tuple[str, str]] = [
     ("event_id", "String"),
@@ -52,6 +52,13 @@ LATE_COLUMNS: list[str] = ["event_id", "event_time", "window_start", "watermark"
                            "shard", "detected_at"]
 DEAD_LETTER_COLUMNS: list[str] = ["ingest_time", "topic", "partition", "offset", "source", "code", "reason", "field",
                                   "event_id", "raw"]
+
+
+SKIPPED_COLUMNS: list[str] = ["ingest_time", "topic", "partition", "offset", "reason", "inputs"]
+
+
+def skipped_row(s: Skipped) -> list:
+    return [s.ingest_time_ms, s.topic, s.partition, s.offset, s.reason, s.count]
 
 
 def dead_letter_row(d: DeadLetter) -> list:

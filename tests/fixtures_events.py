@@ -204,14 +204,15 @@ CURRENT_ATTRIBUTES: dict[str, Any] = {
     "server.address": "api.openai.com", "team": "search",
 }
 LEGACY_ATTRIBUTES: dict[str, Any] = {  # OpenLLMetry / OpenInference era names for the same call
-    "gen_ai.system": "openai", "llm.request.type": "chat", "llm.model_name": "gpt-4o",
+    "gen_ai.system": "openai", "llm.request.type": "chat", "llm.request.model": "gpt-4o",
     "llm.response.model": "gpt-4o-2024-08-06", "gen_ai.response.id": "chatcmpl-123",
     "gen_ai.usage.prompt_tokens": 640, "gen_ai.usage.completion_tokens": 212, "llm.usage.total_tokens": 852,
     "gen_ai.usage.cache_read_input_tokens": 128, "llm.response.finish_reason": "stop",
     "server.address": "api.openai.com", "team": "search",
 }
 OPENINFERENCE_ATTRIBUTES: dict[str, Any] = {
-    "llm.provider": "openai", "llm.system": "openai", "llm.model_name": "gpt-4o",
+    "llm.provider": "openai", "llm.system": "openai", "llm.model_name": "gpt-4o-2024-08-06",
+    "llm.invocation_parameters": '{"model": "gpt-4o", "temperature": 0}',
     "llm.token_count.prompt": 640, "llm.token_count.completion": 212, "llm.token_count.total": 852,
     "llm.token_count.prompt_details.cache_read": 128, "server.address": "api.openai.com", "team": "search",
 }
@@ -281,7 +282,8 @@ def expected_span_payload(attributes: dict[str, Any]) -> LlmRequest:
     return LlmRequest(
         model="gpt-4o", latency_ms=812.5, provider="openai",
         operation=attributes.get("gen_ai.operation.name", attributes.get("llm.request.type", "")),
-        response_model=attributes.get("gen_ai.response.model", attributes.get("llm.response.model", "")),
+        response_model=attributes.get("gen_ai.response.model", attributes.get("llm.response.model",
+                                                                              attributes.get("llm.model_name", ""))),
         request_id=attributes.get("gen_ai.response.id", ""), input_tokens=640, output_tokens=212,
         cached_input_tokens=128, total_tokens=852,
         finish_reason="stop" if ("gen_ai.response.finish_reasons" in attributes

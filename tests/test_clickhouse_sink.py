@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from contextlib import closing
 
+from config.normalization import LimitSettings, NormalizationSettings
 from config.settings import load_config
 from connectors.clickhouse import connect
 from connectors.clickhouse_sink import event_table
@@ -26,7 +27,9 @@ def test_every_column_of_every_event_type_reaches_clickhouse_unchanged(chdb_dsn:
                     tags={"team": "søk", "endpoint": "/v1/ü", "note": "tab\there, quote \" and emoji 🚀", "empty": ""}),
         hub_message(llm, event_id="no-tags", event_time=t, tags={}, payload=request),
     ]
-    batch = Normalizer().normalize_batch([raw(v, offset=i) for i, v in enumerate(values)], now_ms=now)
+    # Limits as high as the schema allows: the extremes must reach the store unchanged.
+    settings = NormalizationSettings(limits=LimitSettings(max_tokens=2**53))
+    batch = Normalizer(settings).normalize_batch([raw(v, offset=i) for i, v in enumerate(values)], now_ms=now)
     assert not batch.dead_letters
     columns = to_columns(batch.events)
     cfg = load_config(environ={"HUB_CLICKHOUSE__DSN": chdb_dsn})

@@ -190,7 +190,7 @@ def snapshot(client: Client, columns: dict[str, list[str]] | None = None) -> dic
         "AND engine NOT IN ('MaterializedView', 'AggregatingMergeTree')").result_rows
     columns = columns or snapshot_columns(client)
     return {name: client.raw_query(f"SELECT {', '.join(map(quote_identifier, columns[name]))} FROM {name} "
-                                   "ORDER BY ALL FORMAT TSV") for (name,) in names}
+                                   "ORDER BY ALL FORMAT TSV") for (name,) in names if name in columns}
 
 
 def snapshot_columns(client: Client) -> dict[str, list[str]]:

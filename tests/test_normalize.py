@@ -413,11 +413,12 @@ def test_otlp_non_llm_spans_are_skipped_and_bad_spans_dead_lettered_alone() -> N
              otlp_span(CURRENT_ATTRIBUTES, span_id="dddddddddddddddd", start_ns=2_000, end_ns=1_000)]
     for encode in (otlp_json_message, otlp_proto_message):
         batch = run(encode(spans))
-        assert [e.event_id for e in batch.events] == ["00f067aa0ba902b7"]
-        assert batch.skipped_spans == 1
+        # An LLM span without any model is still a request: model `unknown`, never lost.
+        assert [(e.event_id, e.payload.model) for e in batch.events] == [("00f067aa0ba902b7", "gpt-4o"),
+                                                                         ("cccccccccccccccc", "unknown")]
+        assert batch.skipped_spans == 1 and [(s.reason, s.count) for s in batch.skipped] == [("not_llm_span", 1)]
         got = {(d.event_id, reason_code(d), d.field) for d in batch.dead_letters}
         assert got == {("bbbbbbbbbbbbbbbb", "negative_value", "gen_ai.usage.input_tokens"),
-                       ("cccccccccccccccc", "missing_field", "gen_ai.request.model"),
                        ("dddddddddddddddd", "negative_value", "endTimeUnixNano")}
         assert all(d.raw and d.raw != encode(spans) for d in batch.dead_letters)  # the span, not the batch
 
@@ -440,13 +441,19 @@ def test_error_spans_and_exception_events() -> None:
 
 @pytest.mark.parametrize("legacy, current", [
     ("gen_ai.system", "gen_ai.provider.name"),
-    ("llm.model_name", "gen_ai.request.model"),
+    ("llm.request.model", "gen_ai.request.model"),
+    ("llm.model_name", "gen_ai.response.model"),
     ("gen_ai.usage.prompt_tokens", "gen_ai.usage.input_tokens"),
     ("gen_ai.usage.completion_tokens", "gen_ai.usage.output_tokens"),
     ("llm.token_count.prompt", "gen_ai.usage.input_tokens"),
     ("llm.token_count.completion", "gen_ai.usage.output_tokens"),
     ("gen_ai.usage.cache_read_input_tokens", "gen_ai.usage.cache_read.input_tokens"),
     ("llm.request.type", "gen_ai.operation.name"),
+    ("gen_ai.usage.cache_creation_input_tokens", "gen_ai.usage.cache_creation.input_tokens"),
+    ("llm.token_count.prompt_details.cache_write", "gen_ai.usage.cache_creation.input_tokens"),
+    ("gen_ai.usage.reasoning_tokens", "gen_ai.usage.reasoning.output_tokens"),
+    ("llm.token_count.completion_details.reasoning", "gen_ai.usage.reasoning.output_tokens"),
+    ("llm.usage.total_tokens", "gen_ai.usage.total_tokens"),
 ])
 def test_legacy_genai_names_map_to_the_same_field_and_current_names_win(legacy: str, current: str) -> None:
     assert GENAI_ATTRIBUTES[legacy][0] == GENAI_ATTRIBUTES[current][0]
@@ -460,7 +467,9 @@ def test_legacy_genai_names_map_to_the_same_field_and_current_names_win(legacy: 
     field = {"gen_ai.provider.name": "provider", "gen_ai.request.model": "model",
              "gen_ai.usage.input_tokens": "input_tokens", "gen_ai.usage.output_tokens": "output_tokens",
              "gen_ai.usage.cache_read.input_tokens": "cached_input_tokens",
-             "gen_ai.operation.name": "operation"}[current]
+             "gen_ai.usage.cache_creation.input_tokens": "cache_write_tokens",
+             "gen_ai.usage.reasoning.output_tokens": "reasoning_tokens", "gen_ai.usage.total_tokens": "total_tokens",
+             "gen_ai.response.model": "response_model", "gen_ai.operation.name": "operation"}[current]
     assert getattr(only_legacy.payload, field) == old
     assert getattr(both.payload, field) == new and getattr(reverse.payload, field) == new
 

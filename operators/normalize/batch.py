@@ -1,11 +1,13 @@
 """One normalize_batch call: the state its messages are judged against and what it produced."""
 from __future__ import annotations
 
+import bisect
+
 import msgspec
 
 from operators.normalize.reasons import INTERNAL_ERROR, MALFORMED_JSON, explain
 from schemas.events import Event
-from schemas.raw import DeadLetter, RawMessage
+from schemas.raw import DeadLetter, RawMessage, Skipped
 
 
 class NormalizedBatch(msgspec.Struct):
@@ -21,8 +23,23 @@ class NormalizedBatch(msgspec.Struct):
     warnings: int = 0
     dead_letter_counts: dict[str, int] = {}
     warning_counts: dict[str, int] = {}
-    # OTLP spans that are not LLM calls (HTTP, DB...): not errors, just not ours.
-    skipped_spans: int = 0
+    # Inputs that are not ours to count, per reason (OTLP spans that are not LLM calls): with
+    # events and dead letters they account for every input.
+    skipped: list[Skipped] = []
+    # Index of the first event each message produced, in message order: where an event came from.
+    starts: list[int] = []
+
+    @property
+    def skipped_spans(self) -> int:
+        return sum(s.count for s in self.skipped)
+
+    def message_of(self, event_index: int) -> int:
+        """Index (in the batch) of the message an event came from.
+
+        >>> NormalizedBatch([], [], starts=[0, 0, 1, 3]).message_of(2)
+        2
+        """
+        return bisect.bisect_right(self.starts, event_index) - 1
 
 
 class Batch:
@@ -33,7 +50,7 @@ class Batch:
     """
 
     __slots__ = ("now", "hints", "max_age", "max_future", "ref", "lo", "hi", "events", "dead", "warnings",
-                 "dl_counts", "warn_counts", "skipped")
+                 "dl_counts", "warn_counts", "skipped", "starts")
 
     def __init__(self, now: int, hints: dict[str, str], max_age: int, max_future: int) -> None:
         self.now = now
@@ -47,11 +64,17 @@ class Batch:
         self.warnings = 0
         self.dl_counts: dict[str, int] = {}
         self.warn_counts: dict[str, int] = {}
-        self.skipped = 0
+        self.skipped: list[Skipped] = []
+        self.starts: list[int] = []
 
     def result(self) -> NormalizedBatch:
         """What the call hands back once every message is accounted for."""
-        return NormalizedBatch(self.events, self.dead, self.warnings, self.dl_counts, self.warn_counts, self.skipped)
+        return NormalizedBatch(self.events, self.dead, self.warnings, self.dl_counts, self.warn_counts, self.skipped,
+                               self.starts)
+
+    def skip(self, m: RawMessage, reason: str, count: int) -> None:
+        """`count` inputs of message m that are not ours (not errors): counted, not stored."""
+        self.skipped.append(Skipped(m.topic, m.partition, m.offset, reason, count, self.now))
 
     def hint(self, m: RawMessage) -> str:
         """The source module m's topic is pinned to, else ""."""

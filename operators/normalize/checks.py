@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from operators.normalize.batch import Batch
-from operators.normalize.reasons import INVALID_FIELD, Reject
+from operators.normalize.reasons import INVALID_FIELD, OVERSIZED, Reject
 from operators.normalize.sources import SourceRules
 from schemas.events import (
     UNIT_FIELDS,
@@ -45,8 +45,39 @@ def _convert_money(p: Any, rt: SourceRules, st: Batch, prefix: str) -> None:
     p.currency = "USD"
 
 
+# LlmRequest fields [normalization.limits] bounds, as the hub and base formats name them.
+CALL_FIELDS = {"model": "model", "provider": "provider", "operation": "operation", "response_model": "response_model",
+               "latency": "latency_ms", "input": "input_tokens", "output": "output_tokens",
+               "cached": "cached_input_tokens", "cache_write": "cache_write_tokens", "reasoning": "reasoning_tokens",
+               "total": "total_tokens"}
+
+
+def check_call_limits(p: LlmRequest, rt: SourceRules, fields: dict[str, str], prefix: str = "") -> None:
+    """An LLM call past [normalization.limits] is too big to be true: its names would become
+    series keys, its numbers sums and percentiles."""
+    lim = rt.limits
+    n = lim.max_name_length
+    for key, value in (("model", p.model), ("provider", p.provider), ("operation", p.operation),
+                       ("response_model", p.response_model)):
+        if len(value) > n:
+            raise Reject(OVERSIZED, prefix + fields[key], f"{fields[key]} is {len(value):,} characters long; the "
+                         f"limit is {n} (normalization.limits.max_name_length)")
+    if p.latency_ms > lim.max_latency_ms:
+        raise Reject(OVERSIZED, prefix + fields["latency"], f"a call lasting {p.latency_ms:,.0f} ms is implausible; "
+                     f"the limit is {lim.max_latency_ms:,.0f} ms (normalization.limits.max_latency_ms)")
+    t = lim.max_tokens
+    for key, value in (("input", p.input_tokens), ("output", p.output_tokens), ("cached", p.cached_input_tokens),
+                       ("cache_write", p.cache_write_tokens), ("reasoning", p.reasoning_tokens),
+                       ("total", p.total_tokens)):
+        if value is not None and value > t:
+            raise Reject(OVERSIZED, prefix + fields[key], f"{value:,} {fields[key]} in one call is implausible; "
+                         f"the limit is {t:,} (normalization.limits.max_tokens)")
+
+
 def check_llm_request(p: LlmRequest, rt: SourceRules, st: Batch, prefix: str) -> None:
-    """Total tokens derived when missing; TTFT within latency; an error type means an error."""
+    """Total tokens derived when missing; TTFT within latency; an error type means an error;
+    nothing past [normalization.limits]."""
+    check_call_limits(p, rt, CALL_FIELDS, prefix)
     if p.total_tokens is None and (p.input_tokens is not None or p.output_tokens is not None):
         p.total_tokens = (p.input_tokens or 0) + (p.output_tokens or 0)
     ttft = p.time_to_first_token_ms

@@ -38,6 +38,7 @@ from operators.normalize.otlp import otlp_json, otlp_proto
 from operators.normalize.reasons import (
     INVALID_FIELD,
     MISSING_FIELD,
+    OVERSIZED,
     UNKNOWN_EVENT_TYPE,
     UNKNOWN_FORMAT,
     Reject,
@@ -103,7 +104,8 @@ class Normalizer:
         for topic, src in self.topic_sources.items():
             if src not in SOURCES:
                 raise ValueError(f"topic {topic!r} maps to unknown source {src!r}; expected one of {SOURCES}")
-        self._src = {name: SourceRules(name, settings.sources.get(name), settings.mode) for name in SOURCES}
+        self._src = {name: SourceRules(name, settings.sources.get(name), settings.mode, settings.limits)
+                     for name in SOURCES}
         self._topic_src = {t: self._src[s] for t, s in self.topic_sources.items()}
         self._topic_fmt = {t: rt.fmt for t, rt in self._topic_src.items() if rt.fmt != "auto"}
         self._mapped = {name for name, rt in self._src.items() if rt.mappings}
@@ -144,7 +146,10 @@ class Normalizer:
         hub_decode, hub_event = self._hub.decode, self._hub_event
         base_decode, base_event = self._base.decode, self._base_event
         telemetry = self._src["telemetry"]
+        max_bytes = self.settings.limits.max_message_bytes
+        starts = st.starts
         for m in messages:
+            starts.append(len(events))
             try:
                 if m.timestamp_ms != ref:
                     # A replay must judge an event's time as the first run did, so the reference
@@ -154,6 +159,10 @@ class Normalizer:
                     base = ref if ref > 0 else now
                     st.ref, st.lo, st.hi = base, base - max_age, base + max_future
                 v = m.value
+                if len(v) > max_bytes:
+                    st.reject(m, OVERSIZED, "", f"message is {len(v):,} bytes; the limit is {max_bytes:,} "
+                              "(normalization.limits.max_message_bytes)", st.hint(m))
+                    continue
                 fmt = topic_fmt.get(m.topic) if topic_fmt else None
                 if fmt is None:
                     # Producers write a fixed key order, so the first key names the format.
@@ -237,8 +246,14 @@ class Normalizer:
             e.schema_version = check_version(e.schema_version, "schema_version", rt.lenient, st)
         if default_sev is None:  # LlmRequest, the hot type: skip the call when nothing to check
             ttft = p.time_to_first_token_ms
+            lim = rt.limits
+            # Sums bound every part: one comparison each says no single name or count is too big.
             if p.total_tokens is None or (p.error_type and not p.is_error) or (
-                    ttft is not None and ttft > p.latency_ms):
+                    ttft is not None and ttft > p.latency_ms) or p.latency_ms > lim.max_latency_ms or (
+                    len(p.model) + len(p.provider) + len(p.operation) + len(p.response_model)
+                    > lim.max_name_length) or (
+                    p.total_tokens + (p.input_tokens or 0) + (p.output_tokens or 0) + (p.cached_input_tokens or 0)
+                    + (p.cache_write_tokens or 0) + (p.reasoning_tokens or 0) > lim.max_tokens):
                 check_llm_request(p, rt, st, "payload.")
         elif check is not None:
             check(p, rt, st, "payload.")

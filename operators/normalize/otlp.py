@@ -23,9 +23,11 @@ from operators.normalize.reasons import (
     explain,
 )
 from operators.normalize.sources import SourceRules
+from operators.normalize.checks import check_call_limits
 from operators.normalize.values import MAX_COUNT, check_time_range, count, nanos, tag_str, text
 from schemas.events import EVENT_CLASSES, SCHEMA_VERSION, Event, LlmRequest
 from schemas.raw import RawMessage
+from schemas.scalars import MAX_MAGNITUDE
 from schemas.wire import NULL_RAW, OtlpTraces, SpanEvent
 
 try:  # opentelemetry-proto is a hard dependency; import lazily-failing for a clear message
@@ -36,29 +38,44 @@ except ImportError as _exc:  # pragma: no cover
     raise ImportError("opentelemetry-proto is required to decode otlp_proto messages") from _exc
 
 # OTLP span attributes -> LlmRequest slot. Lower rank wins; current names rank before legacy.
+# Names from the GenAI semantic conventions up to v1.41 (current and deprecated), OpenLLMetry
+# (llm.usage.*, llm.request.type) and OpenInference (llm.token_count.*, llm.model_name, ...).
 _SLOTS = ("provider", "model", "response_model", "input", "output", "cached", "total", "operation",
-          "response_id", "finish", "error_type", "ttft", "environment", "region")
+          "response_id", "finish", "error_type", "ttft", "environment", "region", "cache_write", "reasoning",
+          "cost", "params")
 (_PROVIDER, _MODEL, _RESP_MODEL, _IN, _OUT, _CACHED, _TOTAL, _OP, _RESP_ID, _FINISH, _ERR, _TTFT,
- _ENV, _REGION) = range(len(_SLOTS))
+ _ENV, _REGION, _CACHE_WRITE, _REASONING, _COST, _PARAMS) = range(len(_SLOTS))
 GENAI_ATTRIBUTES: dict[str, tuple[int, int]] = {
     "gen_ai.provider.name": (_PROVIDER, 0), "gen_ai.system": (_PROVIDER, 1), "llm.provider": (_PROVIDER, 2),
     "llm.system": (_PROVIDER, 3),
-    "gen_ai.request.model": (_MODEL, 0), "llm.request.model": (_MODEL, 1), "llm.model_name": (_MODEL, 2),
+    "gen_ai.request.model": (_MODEL, 0), "llm.request.model": (_MODEL, 1),
     "gen_ai.response.model": (_RESP_MODEL, 0), "llm.response.model": (_RESP_MODEL, 1),
+    "llm.model_name": (_RESP_MODEL, 2),  # OpenInference: the model that answered
     "gen_ai.usage.input_tokens": (_IN, 0), "gen_ai.usage.prompt_tokens": (_IN, 1),
     "llm.usage.prompt_tokens": (_IN, 2), "llm.token_count.prompt": (_IN, 3),
     "gen_ai.usage.output_tokens": (_OUT, 0), "gen_ai.usage.completion_tokens": (_OUT, 1),
     "llm.usage.completion_tokens": (_OUT, 2), "llm.token_count.completion": (_OUT, 3),
     "gen_ai.usage.cache_read.input_tokens": (_CACHED, 0), "gen_ai.usage.cache_read_input_tokens": (_CACHED, 1),
     "llm.usage.cache_read_input_tokens": (_CACHED, 2), "llm.token_count.prompt_details.cache_read": (_CACHED, 3),
-    "llm.usage.total_tokens": (_TOTAL, 0), "llm.token_count.total": (_TOTAL, 1),
+    "gen_ai.usage.cache_creation.input_tokens": (_CACHE_WRITE, 0),
+    "gen_ai.usage.cache_creation_input_tokens": (_CACHE_WRITE, 1),
+    "llm.usage.cache_creation_input_tokens": (_CACHE_WRITE, 2),
+    "llm.token_count.prompt_details.cache_write": (_CACHE_WRITE, 3),
+    "gen_ai.usage.reasoning.output_tokens": (_REASONING, 0), "gen_ai.usage.reasoning_tokens": (_REASONING, 1),
+    "llm.usage.reasoning_tokens": (_REASONING, 2), "llm.token_count.completion_details.reasoning": (_REASONING, 3),
+    "gen_ai.usage.total_tokens": (_TOTAL, 0), "llm.usage.total_tokens": (_TOTAL, 1),
+    "llm.token_count.total": (_TOTAL, 2),
     "gen_ai.operation.name": (_OP, 0), "llm.request.type": (_OP, 1),
     "gen_ai.response.id": (_RESP_ID, 0),
     "gen_ai.response.finish_reasons": (_FINISH, 0), "llm.response.finish_reason": (_FINISH, 1),
     "error.type": (_ERR, 0),
-    "gen_ai.server.time_to_first_token": (_TTFT, 0),
+    "gen_ai.response.time_to_first_chunk": (_TTFT, 0), "gen_ai.server.time_to_first_token": (_TTFT, 1),
     "deployment.environment.name": (_ENV, 0), "deployment.environment": (_ENV, 1),
     "cloud.region": (_REGION, 0),
+    # What the call cost in USD, where an instrumentation or gateway reports it.
+    "gen_ai.usage.cost": (_COST, 0), "llm.cost.total": (_COST, 1),
+    # OpenInference keeps the request model only inside the JSON of the request parameters.
+    "llm.invocation_parameters": (_PARAMS, 0),
 }
 # gen_ai.* / llm.* attributes never become tags (content such as gen_ai.prompt.* is bulky and
 # sensitive); neither do OpenInference's input/output payloads.
@@ -66,7 +83,17 @@ _NO_TAG_KEYS = frozenset(("input.value", "output.value", "input.mime_type", "out
 MAX_TAG_VALUE = 256
 _LLM_PREFIXES = ("gen_ai.", "llm.")
 _SLOT_KEY = {_IN: "gen_ai.usage.input_tokens", _OUT: "gen_ai.usage.output_tokens",
-             _CACHED: "gen_ai.usage.cache_read.input_tokens", _TOTAL: "llm.usage.total_tokens"}
+             _CACHED: "gen_ai.usage.cache_read.input_tokens", _TOTAL: "gen_ai.usage.total_tokens",
+             _CACHE_WRITE: "gen_ai.usage.cache_creation.input_tokens",
+             _REASONING: "gen_ai.usage.reasoning.output_tokens"}
+# The LlmRequest fields [normalization.limits] bound, as span attributes name them.
+_CALL_FIELDS = {"model": "gen_ai.request.model", "provider": "gen_ai.provider.name",
+                "operation": "gen_ai.operation.name", "response_model": "gen_ai.response.model",
+                "latency": "span duration", "input": _SLOT_KEY[_IN], "output": _SLOT_KEY[_OUT],
+                "cached": _SLOT_KEY[_CACHED], "cache_write": _SLOT_KEY[_CACHE_WRITE],
+                "reasoning": _SLOT_KEY[_REASONING], "total": _SLOT_KEY[_TOTAL]}
+_PARAMS_DECODER = msgspec.json.Decoder(dict[str, Any])
+UNKNOWN_MODEL = "unknown"
 
 _TRACES = msgspec.json.Decoder(OtlpTraces)
 _SPAN_EVENTS = msgspec.json.Decoder(list[SpanEvent])
@@ -84,7 +111,8 @@ assert LlmRequest.__struct_fields__[:15] == (
 
 def otlp_json(m: RawMessage, st: Batch, rt: SourceRules) -> None:
     """One OTLP/JSON ExportTraceServiceRequest -> events, skipped spans and dead letters in `st`."""
-    before = (len(st.events), len(st.dead), st.skipped)
+    before = (len(st.events), len(st.dead))
+    skipped = 0
     try:
         traces = _TRACES.decode(m.value)
     except Exception as exc:  # noqa: BLE001
@@ -102,7 +130,7 @@ def otlp_json(m: RawMessage, st: Batch, rt: SourceRules) -> None:
                 try:
                     slots, tags = _span_attrs(sp.attributes, amap, res_slots, res_tags, _av_json)
                     if slots is None:
-                        st.skipped += 1
+                        skipped += 1
                         continue
                     status = sp.status
                     code = status.code if status is not None else 0
@@ -115,12 +143,13 @@ def otlp_json(m: RawMessage, st: Batch, rt: SourceRules) -> None:
                         sp.startTimeUnixNano, sp.endTimeUnixNano, failed, exc_type, rt, st, sp))
                 except Reject as r:
                     st.reject(m, r.code, r.field, r.reason, "telemetry", sp.spanId, raw=_SPAN_ENC.encode(sp))
-    _no_spans(m, st, before)
+    _account(m, st, before, skipped)
 
 
 def otlp_proto(m: RawMessage, st: Batch, rt: SourceRules) -> None:
     """One OTLP protobuf ExportTraceServiceRequest -> events, skipped spans and dead letters in `st`."""
-    before = (len(st.events), len(st.dead), st.skipped)
+    before = (len(st.events), len(st.dead))
+    skipped = 0
     try:
         req = _ExportRequest.FromString(m.value)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
@@ -135,7 +164,7 @@ def otlp_proto(m: RawMessage, st: Batch, rt: SourceRules) -> None:
                 try:
                     slots, tags = _span_attrs(sp.attributes, amap, res_slots, res_tags, _av_pb)
                     if slots is None:
-                        st.skipped += 1
+                        skipped += 1
                         continue
                     failed = sp.status.code == 2
                     exc_type = ""
@@ -146,12 +175,18 @@ def otlp_proto(m: RawMessage, st: Batch, rt: SourceRules) -> None:
                         sp.start_time_unix_nano, sp.end_time_unix_nano, failed, exc_type, rt, st, sp))
                 except Reject as r:
                     st.reject(m, r.code, r.field, r.reason, "telemetry", sp.span_id.hex(), raw=sp.SerializeToString())
-    _no_spans(m, st, before)
+    _account(m, st, before, skipped)
 
 
-def _no_spans(m: RawMessage, st: Batch, before: tuple[int, int, int]) -> None:
-    """An OTLP message that held no span at all still leaves a trace: a dead letter."""
-    if (len(st.events), len(st.dead), st.skipped) == before:
+NOT_LLM_SPAN = "not_llm_span"
+
+
+def _account(m: RawMessage, st: Batch, before: tuple[int, int], skipped: int) -> None:
+    """Every span is an event, a dead letter or skipped; a message with no span at all is a
+    dead letter."""
+    if skipped:
+        st.skip(m, NOT_LLM_SPAN, skipped)
+    elif (len(st.events), len(st.dead)) == before:
         st.reject(m, MISSING_FIELD, "resourceSpans", "OTLP message holds no spans", "telemetry")
 
 
@@ -161,11 +196,17 @@ def _no_spans(m: RawMessage, st: Batch, before: tuple[int, int, int]) -> None:
 def _span_event(slots: list[Any], tags: dict[str, str], trace_id: str, span_id: str, parent: str, name: str,
                 start: int | str, end: int | str, failed: bool, exc_type: str, rt: SourceRules, st: Batch,
                 span: Any) -> Event:
-    """One LLM span (as slots of GenAI attributes) -> Event with an LlmRequest payload."""
-    model = slots[_MODEL] or slots[_RESP_MODEL]
+    """One LLM span (as slots of GenAI attributes) -> Event with an LlmRequest payload.
+
+    A failed call is still a request (and an error): its model falls back from the request
+    model to the request parameters to the response model to `unknown`, never a dead letter.
+    """
+    model = slots[_MODEL]
+    resp_model = slots[_RESP_MODEL]
+    if type(resp_model) is not str:
+        resp_model = text(resp_model)
     if not model or type(model) is not str:
-        raise Reject(MISSING_FIELD, "gen_ai.request.model", "LLM span has no model: set gen_ai.request.model "
-                     "(or gen_ai.response.model / llm.model_name)")
+        model = _params_model(slots[_PARAMS]) or resp_model or UNKNOWN_MODEL
     if not span_id:
         if not rt.lenient:
             raise Reject(MISSING_FIELD, "spanId", "span has no spanId, so it has no event id")
@@ -181,56 +222,73 @@ def _span_event(slots: list[Any], tags: dict[str, str], trace_id: str, span_id: 
     ms = start_ns // 1_000_000 - rt.skew
     if ms > st.hi or ms < st.lo:
         check_time_range(ms, "startTimeUnixNano", st)
-    inp = slots[_IN]
-    if inp is not None and not (type(inp) is int and 0 <= inp <= MAX_COUNT):
-        inp = count(inp, _SLOT_KEY[_IN], rt.lenient, st)
-    out = slots[_OUT]
-    if out is not None and not (type(out) is int and 0 <= out <= MAX_COUNT):
-        out = count(out, _SLOT_KEY[_OUT], rt.lenient, st)
-    cached = slots[_CACHED]
-    if cached is not None and not (type(cached) is int and 0 <= cached <= MAX_COUNT):
-        cached = count(cached, _SLOT_KEY[_CACHED], rt.lenient, st)
-    total = slots[_TOTAL]
-    if total is None:
-        if inp is not None or out is not None:
-            total = (inp or 0) + (out or 0)
-    elif not (type(total) is int and 0 <= total <= MAX_COUNT):
-        total = count(total, _SLOT_KEY[_TOTAL], rt.lenient, st)
+    inp, out, cached, total, cache_write, reasoning = (
+        _count_slot(slots, slot, rt, st) for slot in (_IN, _OUT, _CACHED, _TOTAL, _CACHE_WRITE, _REASONING))
+    if total is None and (inp is not None or out is not None):
+        total = (inp or 0) + (out or 0)
     latency = (end_ns - start_ns) / 1e6
     ttft = slots[_TTFT]
     if ttft is not None:
         if type(ttft) not in (int, float) or not 0 <= ttft < 86_400:  # also catches NaN
-            raise Reject(INVALID_FIELD, "gen_ai.server.time_to_first_token",
+            raise Reject(INVALID_FIELD, "gen_ai.response.time_to_first_chunk",
                          "time to first token must be a non-negative number of seconds")
         ttft = ttft * 1000.0
         if ttft > latency:
             if not rt.lenient:
-                raise Reject(INVALID_FIELD, "gen_ai.server.time_to_first_token",
+                raise Reject(INVALID_FIELD, "gen_ai.response.time_to_first_chunk",
                              f"time to first token ({ttft:.1f} ms) exceeds the span duration ({latency:.1f} ms)")
             st.warn("dropped_inconsistent_ttft")
             ttft = None
+    cost = slots[_COST]
+    if cost is not None and (type(cost) not in (int, float) or not 0 <= cost <= MAX_MAGNITUDE):  # also NaN
+        raise Reject(INVALID_FIELD, "gen_ai.usage.cost", "a call's cost must be a non-negative number of USD")
     err = slots[_ERR]
     is_error = failed or bool(err)
-    error_type = (str(err) if err else (exc_type or "_OTHER")) if is_error else ""
+    error_type = (_error_name(text(err)) if err else (exc_type or "_OTHER")) if is_error else ""
     finish = slots[_FINISH]
     if isinstance(finish, list):
         finish = finish[0] if finish else ""
     provider = slots[_PROVIDER]
     op = slots[_OP]
-    resp_model = slots[_RESP_MODEL]
     resp_id = slots[_RESP_ID]
     env = slots[_ENV]
     region = slots[_REGION]
     # positional, in LlmRequest field order
     p = LlmRequest(
         model, latency, provider if type(provider) is str else text(provider), op if type(op) is str else text(op),
-        resp_model if type(resp_model) is str else text(resp_model),
-        resp_id if type(resp_id) is str else text(resp_id), ttft, inp, out, cached, total, is_error, error_type,
-        finish if type(finish) is str else text(finish), name,
+        resp_model, resp_id if type(resp_id) is str else text(resp_id), ttft, inp, out, cached, total, is_error,
+        error_type, finish if type(finish) is str else text(finish), name, cache_write, reasoning,
+        None if cost is None else float(cost),
     )
+    check_call_limits(p, rt, _CALL_FIELDS)
     return _LLM_EVENT(span_id, ms, p, st.now, "telemetry", SCHEMA_VERSION, trace_id, parent,
                       "high" if is_error else "info", env if type(env) is str else text(env),
                       region if type(region) is str else text(region), tags)
+
+
+def _count_slot(slots: list[Any], slot: int, rt: SourceRules, st: Batch) -> int | None:
+    v = slots[slot]
+    if v is None or (type(v) is int and 0 <= v <= MAX_COUNT):
+        return v
+    return count(v, _SLOT_KEY[slot], rt.lenient, st)
+
+
+def _params_model(params: Any) -> str:
+    """The `model` inside OpenInference's llm.invocation_parameters (a JSON object as a string)."""
+    if type(params) is str:
+        try:
+            params = _PARAMS_DECODER.decode(params)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return ""
+    model = params.get("model") if type(params) is dict else None
+    return model if type(model) is str else ""
+
+
+def _error_name(err: str) -> str:
+    """`<class 'openai.RateLimitError'>` (what some instrumentations put in error.type) -> RateLimitError."""
+    if err.startswith("<class '") and err.endswith("'>"):
+        return err[8:-2].rsplit(".", 1)[-1]
+    return err
 
 
 # --- attributes -----------------------------------------------------------------------------------

@@ -19,8 +19,10 @@ INVALID_FIELD = "invalid_field"
 NEGATIVE_VALUE = "negative_value"
 IMPOSSIBLE_TIMESTAMP = "impossible_timestamp"
 INTERNAL_ERROR = "internal_error"
+# Past a [normalization.limits] size or range: too big to be true.
+OVERSIZED = "oversized"
 REASON_CODES = (MALFORMED_JSON, MALFORMED_PROTOBUF, UNKNOWN_FORMAT, UNKNOWN_EVENT_TYPE, UNKNOWN_SOURCE,
-                MISSING_FIELD, INVALID_FIELD, NEGATIVE_VALUE, IMPOSSIBLE_TIMESTAMP, INTERNAL_ERROR)
+                MISSING_FIELD, INVALID_FIELD, NEGATIVE_VALUE, IMPOSSIBLE_TIMESTAMP, INTERNAL_ERROR, OVERSIZED)
 
 # A msgspec validation message: "<what> - at `$.<path>`"; lenient fixes parse the same shape.
 AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

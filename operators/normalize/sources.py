@@ -1,7 +1,7 @@
 """Source modules: what producers call them, and each one's settings compiled for the hot path."""
 from __future__ import annotations
 
-from config.normalization import DEFAULT_CURRENCY_RATES, SourceNormalization
+from config.normalization import DEFAULT_CURRENCY_RATES, LimitSettings, SourceNormalization
 from operators.normalize.batch import Batch
 from operators.normalize.reasons import INVALID_FIELD, UNKNOWN_SOURCE, Reject
 from schemas.vocabulary import SOURCES
@@ -26,10 +26,12 @@ class SourceRules:
     (False, 0.01, 1.0)
     """
 
-    __slots__ = ("name", "skew", "lenient", "fmt", "mappings", "money_factor", "rates")
+    __slots__ = ("name", "skew", "lenient", "fmt", "mappings", "money_factor", "rates", "limits")
 
-    def __init__(self, name: str, cfg: SourceNormalization, default_mode: str) -> None:
+    def __init__(self, name: str, cfg: SourceNormalization, default_mode: str,
+                 limits: LimitSettings = LimitSettings()) -> None:
         self.name = name
+        self.limits = limits
         self.skew = cfg.clock_skew_ms
         self.lenient = (cfg.mode or default_mode) == "lenient"
         self.fmt = cfg.wire_format

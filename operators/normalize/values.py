@@ -15,10 +15,10 @@ import msgspec
 from operators.normalize.batch import Batch
 from operators.normalize.reasons import IMPOSSIBLE_TIMESTAMP, INVALID_FIELD, NEGATIVE_VALUE, Reject
 from schemas.events import DEFAULT_SEVERITY, SCHEMA_VERSION, SEMVER_PATTERN, LlmRequest, Payload
+from schemas.scalars import MAX_COUNT
 from schemas.vocabulary import SEVERITIES, SEVERITY_ALIASES
 
 MS_LO, MS_HI = 100_000_000_000, 100_000_000_000_000  # epoch ms for 1973..5138
-MAX_COUNT = 2**63 - 1
 SEVERITY_SET = frozenset(SEVERITIES)
 # Versions seen valid (grows up to 1024 entries), so the regex runs once per version.
 KNOWN_VERSIONS: set[str] = {SCHEMA_VERSION}

@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 
+from config.cost import ModelSettings
+from operators.normalize.model_names import ModelNames
 from schemas.events import (
     EVENT_TYPE_OF,
     ApiCost,
@@ -62,7 +64,7 @@ _N = None
 
 
 def _llm(p: LlmRequest) -> Extracted:
-    return (p.model or p.response_model, p.provider, "", p.latency_ms, p.time_to_first_token_ms, p.input_tokens,
+    return (p.response_model or p.model, p.provider, "", p.latency_ms, p.time_to_first_token_ms, p.input_tokens,
             p.output_tokens, p.cached_input_tokens, p.total_tokens, 1 if p.is_error else 0, p.error_type, p.cost_usd,
             p.operation, "", "error" if p.is_error else "success")
 
@@ -207,7 +209,7 @@ class ColumnRules(msgspec.Struct, frozen=True):
     """What the columns need beyond the events: the canonical model name (series key and price
     lookup) and which rows count in spend."""
 
-    canonical: Callable[[str], str] = str
+    canonical: Callable[[str], str] = ModelNames(ModelSettings()).canonical
     billed: frozenset[type] = BILLED["calls"]
 
 

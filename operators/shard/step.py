@@ -13,13 +13,13 @@ import numpy as np
 
 from operators.correlate.signals import signals_from_columns
 from operators.dedup import Deduplicator
-from operators.normalize import Normalizer
+from operators.normalize import NormalizedBatch, Normalizer
 from operators.cost.pricer import Pricer
 from operators.shard.columns import ColumnRules, to_columns
 from operators.windows.aggregator import WindowAggregator
 from operators.windows.extract import extract
 from schemas.items import RawBatch, ShardOutput
-from schemas.raw import DeadLetter
+from schemas.raw import DeadLetter, RawMessage
 from schemas.rows import COLUMN_NAMES
 
 
@@ -30,8 +30,6 @@ class ShardState:
     def __init__(self, dedup_window_ms: int, dedup_max_entries: int, allowed_lateness_ms: int) -> None:
         self.dedup = Deduplicator(dedup_window_ms, dedup_max_entries)
         self.windows = WindowAggregator(allowed_lateness_ms)
-        # Numbers this shard's duplicates, so their dead letters have a stable, distinct key.
-        self.duplicates_seen = 0
 
 
 class ShardSteps(msgspec.Struct, frozen=True):
@@ -46,7 +44,7 @@ class ShardSteps(msgspec.Struct, frozen=True):
 def process(state: ShardState, batch: RawBatch, steps: ShardSteps, now_ms: int | None = None) -> ShardOutput:
     """Run one batch through normalize, dedup, columns and windows; bad input becomes dead letters.
 
-    >>> from operators.normalize import Normalizer
+    >>> from operators.normalize import NormalizedBatch, Normalizer
     >>> from schemas.items import RawBatch
     >>> from schemas.raw import RawMessage
     >>> good = (b'{"event_id": "evt-1", "event_type": "telemetry.request", "event_time": 1763546340000, '
@@ -68,11 +66,10 @@ def process(state: ShardState, batch: RawBatch, steps: ShardSteps, now_ms: int |
         out.produced_ms = np.fromiter((m.timestamp_ms for m in batch.messages), dtype=np.int64, count=len(batch.messages))
         normalized = steps.normalizer.normalize_batch(batch.messages, now_ms=now_ms)
         out.dead_letters = normalized.dead_letters
+        out.skipped = normalized.skipped
         kept, dropped = state.dedup.filter(normalized.events)
         if dropped:
-            out.dead_letters = out.dead_letters + _duplicate_letters(normalized.events, kept, batch.shard, now_ms,
-                                                                     state.duplicates_seen)
-            state.duplicates_seen += dropped
+            out.dead_letters = out.dead_letters + _duplicate_letters(normalized, kept, batch.messages, now_ms)
         if kept:
             if steps.pricer is not None:
                 steps.pricer.price(kept)
@@ -99,12 +96,18 @@ def process(state: ShardState, batch: RawBatch, steps: ShardSteps, now_ms: int |
     return out
 
 
-def _duplicate_letters(events: list, kept: list, shard: str, now_ms: int, seq: int) -> list[DeadLetter]:
+def _duplicate_letters(normalized: NormalizedBatch, kept: list, messages: list[RawMessage],
+                       now_ms: int) -> list[DeadLetter]:
+    """A duplicate's dead letter keeps the message it came in: its exact bytes and its true
+    topic, partition and offset (a multi-span OTLP message: the whole message, and the span's id)."""
     kept_ids = {id(e) for e in kept}
-    dropped = [e for e in events if id(e) not in kept_ids]
-    return [
-        DeadLetter(raw=msgspec.json.encode(e), reason=f"duplicate of event {e.event_id} seen within the dedup window",
-                   code="duplicate", field="event_id", topic=shard, offset=seq + i, source=e.source,
-                   event_id=e.event_id, ingest_time_ms=now_ms)
-        for i, e in enumerate(dropped)
-    ]
+    letters = []
+    for j, e in enumerate(normalized.events):
+        if id(e) in kept_ids:
+            continue
+        m = messages[normalized.message_of(j)]
+        letters.append(DeadLetter(
+            raw=m.value, reason=f"duplicate of event {e.event_id} seen within the dedup window", code="duplicate",
+            field="event_id", topic=m.topic, partition=m.partition, offset=m.offset, source=e.source,
+            event_id=e.event_id, ingest_time_ms=now_ms))
+    return letters
