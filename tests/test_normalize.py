@@ -429,7 +429,7 @@ def test_error_spans_and_exception_events() -> None:
     span["events"] = [{"name": "exception", "attributes": [
         {"key": "exception.type", "value": {"stringValue": "openai.RateLimitError"}}]}]
     e = one(otlp_json_message([span]))
-    assert e.payload.is_error and e.payload.error_type == "openai.RateLimitError" and e.severity == "high"
+    assert e.payload.is_error and e.payload.error_type == "RateLimitError" and e.severity == "high"
     e = one(otlp_json_message([otlp_span(dict(attrs, **{"error.type": "timeout"}))]))
     assert e.payload.is_error and e.payload.error_type == "timeout"  # error.type alone marks a failure
     e = one(otlp_proto_message([otlp_span(attrs, error=True)]))

@@ -50,7 +50,7 @@ GENAI_ATTRIBUTES: dict[str, tuple[int, int]] = {
     "llm.system": (_PROVIDER, 3),
     "gen_ai.request.model": (_MODEL, 0), "llm.request.model": (_MODEL, 1),
     "gen_ai.response.model": (_RESP_MODEL, 0), "llm.response.model": (_RESP_MODEL, 1),
-    "llm.model_name": (_RESP_MODEL, 2),  # OpenInference: the model that answered
+    "llm.model_name": (_RESP_MODEL, 2), "embedding.model_name": (_RESP_MODEL, 3),  # OpenInference: who answered
     "gen_ai.usage.input_tokens": (_IN, 0), "gen_ai.usage.prompt_tokens": (_IN, 1),
     "llm.usage.prompt_tokens": (_IN, 2), "llm.token_count.prompt": (_IN, 3),
     "gen_ai.usage.output_tokens": (_OUT, 0), "gen_ai.usage.completion_tokens": (_OUT, 1),
@@ -75,13 +75,13 @@ GENAI_ATTRIBUTES: dict[str, tuple[int, int]] = {
     # What the call cost in USD, where an instrumentation or gateway reports it.
     "gen_ai.usage.cost": (_COST, 0), "llm.cost.total": (_COST, 1),
     # OpenInference keeps the request model only inside the JSON of the request parameters.
-    "llm.invocation_parameters": (_PARAMS, 0),
+    "llm.invocation_parameters": (_PARAMS, 0), "embedding.invocation_parameters": (_PARAMS, 1),
 }
 # gen_ai.* / llm.* attributes never become tags (content such as gen_ai.prompt.* is bulky and
 # sensitive); neither do OpenInference's input/output payloads.
 _NO_TAG_KEYS = frozenset(("input.value", "output.value", "input.mime_type", "output.mime_type"))
 MAX_TAG_VALUE = 256
-_LLM_PREFIXES = ("gen_ai.", "llm.")
+_LLM_PREFIXES = ("gen_ai.", "llm.", "embedding.")  # OpenInference puts embedding calls under embedding.*
 _SLOT_KEY = {_IN: "gen_ai.usage.input_tokens", _OUT: "gen_ai.usage.output_tokens",
              _CACHED: "gen_ai.usage.cache_read.input_tokens", _TOTAL: "gen_ai.usage.total_tokens",
              _CACHE_WRITE: "gen_ai.usage.cache_creation.input_tokens",
@@ -244,7 +244,7 @@ def _span_event(slots: list[Any], tags: dict[str, str], trace_id: str, span_id: 
         raise Reject(INVALID_FIELD, "gen_ai.usage.cost", "a call's cost must be a non-negative number of USD")
     err = slots[_ERR]
     is_error = failed or bool(err)
-    error_type = (_error_name(text(err)) if err else (exc_type or "_OTHER")) if is_error else ""
+    error_type = _error_name(text(err) if err else exc_type or "_OTHER") if is_error else ""
     finish = slots[_FINISH]
     if isinstance(finish, list):
         finish = finish[0] if finish else ""
@@ -285,10 +285,11 @@ def _params_model(params: Any) -> str:
 
 
 def _error_name(err: str) -> str:
-    """`<class 'openai.RateLimitError'>` (what some instrumentations put in error.type) -> RateLimitError."""
+    """One name per error whichever instrumentation saw it: `<class 'openai.RateLimitError'>`
+    and `openai.RateLimitError` (error.type or exception.type) both become RateLimitError."""
     if err.startswith("<class '") and err.endswith("'>"):
-        return err[8:-2].rsplit(".", 1)[-1]
-    return err
+        err = err[8:-2]
+    return err.rsplit(".", 1)[-1] if "." in err and " " not in err else err
 
 
 # --- attributes -----------------------------------------------------------------------------------
