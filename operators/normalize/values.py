@@ -15,7 +15,7 @@ import msgspec
 from operators.normalize.batch import Batch
 from operators.normalize.reasons import IMPOSSIBLE_TIMESTAMP, INVALID_FIELD, NEGATIVE_VALUE, Reject
 from schemas.events import DEFAULT_SEVERITY, SCHEMA_VERSION, SEMVER_PATTERN, LlmRequest, Payload
-from schemas.scalars import MAX_COUNT
+from schemas.scalars import MAX_COUNT, MAX_MAGNITUDE
 from schemas.vocabulary import SEVERITIES, SEVERITY_ALIASES
 
 MS_LO, MS_HI = 100_000_000_000, 100_000_000_000_000  # epoch ms for 1973..5138
@@ -160,9 +160,13 @@ def parse_unit(value: str, unit: str, field: str) -> float:
     if number < 0:
         raise Reject(NEGATIVE_VALUE, field, f"'{field}' must not be negative")
     out = number * factor
-    if not math.isfinite(out):
+    if not out <= UNIT_CAP[unit]:  # also inf and NaN
         raise Reject(INVALID_FIELD, field, f"'{field}' value '{value[:40]}' is out of range")
     return out
+
+
+# The schema's bounds for a canonical value of each unit: what a converted wire value must meet.
+UNIT_CAP = {"duration": MAX_MAGNITUDE, "rate": MAX_MAGNITUDE, "size": 2**63 - 1}
 
 
 def convert_unit_strings(data: Any, fields: tuple[tuple[str, str, str], ...], prefix: str) -> None:
@@ -173,6 +177,9 @@ def convert_unit_strings(data: Any, fields: tuple[tuple[str, str, str], ...], pr
             continue
         if type(v) is str:
             v = parse_unit(v, unit, prefix + label)
+        elif not 0 <= v <= UNIT_CAP[unit]:  # a plain number skips the schema's bounds: check them here
+            raise Reject(NEGATIVE_VALUE if v < 0 else INVALID_FIELD, prefix + label,
+                         f"'{prefix + label}' must be between 0 and {UNIT_CAP[unit]:.0e} {unit} units, got {v!r:.40}")
         elif unit != "size":
             continue
         if unit == "size":
