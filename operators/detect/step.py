@@ -9,7 +9,7 @@ up to the slowest shard's progress (`tick`), never ahead of a shard that is stil
 from __future__ import annotations
 
 from config.detection import DetectionSettings
-from operators.correlate.correlator import Correlator, should_alert, signal_from_anomaly
+from operators.correlate import Correlator, should_alert, signal_from_anomaly
 from operators.detect.bank import AnomalyDetectorBank
 from operators.windows import sketch
 from schemas.incidents import Signal
