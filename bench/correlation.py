@@ -11,8 +11,8 @@ signals per second of wall time over the whole stream (median of the runs), one 
 
     .venv/bin/python bench/correlation.py                  # 200k signals, 60 assets, 5 runs
     .venv/bin/python bench/correlation.py -n 50000 --rate 20 --profile
-    git show HEAD:operators/correlation.py > /tmp/old.py   # A/B against another version
-    .venv/bin/python bench/correlation.py --module /tmp/old.py
+    git show cd90b07:operators/correlate/correlator.py > /tmp/old.py   # A/B against a one-file version
+    .venv/bin/python bench/correlation.py --module /tmp/old.py           # (split versions: run in a checkout)
 """
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU (Linux)")
     ap.add_argument("--profile", action="store_true", help="one extra run under cProfile, top functions")
-    ap.add_argument("--module", help="take Correlator from this file instead (another version of operators/correlation.py)")
+    ap.add_argument("--module", help="take Correlator from this file instead (a one-file version of operators/correlate/correlator.py)")
     args = ap.parse_args(argv)
     correlator = Correlator
     if args.module:

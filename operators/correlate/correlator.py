@@ -14,26 +14,16 @@ confidence reaches `min_confidence`. `add` returns the incidents this signal cre
 records for groups absorbed into another.
 `flush(now_ms)` closes groups idle for `window_ms` of event time and returns their final record.
 
-Pattern (first that applies): security_incident (a security signal), compliance_cascade (two
-compliance signals, or one followed by another domain), cost_impact (a cost signal),
-performance_degradation (a performance signal), generic.
-
-Root cause: with parent-event links, the member with no parent in the group that has the most
-descendants in it (then the earliest); otherwise the member with the highest prior for the pattern
-(e.g. a registry change, a security finding, a token-usage surge before a cost spike) plus an
-earliness bonus. Roles: root_cause; effect (causal descendants of the root, or members in the
-pattern's effect domains); contributor (members in cause domains, or in the root's domain);
-related (the rest).
-
-Confidence is a noisy-OR of independent pieces of evidence (documented in `_Stats.confidence`),
-so each piece can only raise it and it stays in 0..1. Everything is deterministic for a given
-input order (ids from signal ids, sorted iteration), bounded (open groups, remembered signals,
-members per incident) and picklable (Bytewax snapshots).
+What a group concludes lives next door: its pattern, severity and confidence (a noisy-OR of
+independent evidence, `GroupStats.confidence`) in groups.py, the root-cause guess in root_cause.py,
+the incident record with member roles in records.py. Everything is deterministic for a given input
+order (ids from signal ids, sorted iteration), bounded (open groups, remembered signals, members
+per incident) and picklable (Bytewax snapshots).
 
 Cost per signal (this is on the flow's hot path): whether a group's change is emitted is decided
-from per-group running stats (`_Stats`: domains, facets, severity, evidence, root candidates),
+from per-group running stats (`GroupStats`: domains, facets, severity, evidence, root candidates),
 updated as members and edges arrive; the incident record is only built when it is emitted.
-Temporal linking walks a per-asset index of the recent signals sorted by time (`_AssetIndex`)
+Temporal linking walks a per-asset index of the recent signals sorted by time (`AssetIndex`)
 newest first from the signal's time and stops once no other facet can make the cut; signals no
 longer tracked are taken out of the index until they are tracked again. Both are derived from the
 snapshotted state and rebuilt after a restore, so snapshots hold exactly what they held before.
@@ -42,363 +32,19 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_right
 from collections import OrderedDict, deque
 
 from config.detection import CorrelationSettings, DetectionSettings
-from schemas.vocabulary import FINDING_SEVERITIES, severity_rank
-from schemas.incidents import Anomaly, Incident, IncidentEdge, IncidentMember, Signal, stable_id
+from operators.correlate.domains import domain_of
+from operators.correlate.groups import AssetIndex, Group
+from operators.correlate.records import build_incident
+from operators.correlate.root_cause import root_cause
+from schemas.incidents import Incident, Signal
 
-DOMAIN_BY_SOURCE = {
-    "telemetry": "performance",
-    "security": "security",
-    "cost": "cost",
-    "governance": "compliance",
-    "policy": "compliance",
-    "registry": "change",
-}
-DOMAIN_BY_METRIC = {
-    "latency_ms": "performance",
-    "ttft_ms": "performance",
-    "errors": "performance",
-    "requests": "performance",
-    "input_tokens": "usage",
-    "output_tokens": "usage",
-    "cached_tokens": "usage",
-    "total_tokens": "usage",
-    "cost_usd": "cost",
-    "security_findings": "security",
-    "policy_violations": "compliance",
-    "compliance_checks": "compliance",
-}
-# Impact dimension fed by each domain (usage drives cost).
-IMPACT_OF = {"performance": "performance", "usage": "cost", "cost": "cost", "security": "security",
-             "compliance": "compliance"}
-SEVERITY_WEIGHT = {"info": 0.1, "low": 0.25, "medium": 0.5, "high": 0.75, "critical": 1.0}
-SEVERITIES = FINDING_SEVERITIES
-
-# Prior that a member of a domain is the root cause, per pattern (a change to the system is the
-# classic cause; effects show up in performance and cost).
-ROOT_PRIOR: dict[str, dict[str, float]] = {
-    "security_incident": {"security": 1.0, "change": 0.7, "compliance": 0.5, "usage": 0.4, "performance": 0.2, "cost": 0.1},
-    "compliance_cascade": {"compliance": 1.0, "change": 0.7, "security": 0.5, "usage": 0.3, "performance": 0.2, "cost": 0.1},
-    "cost_impact": {"change": 1.0, "usage": 0.8, "performance": 0.4, "security": 0.4, "compliance": 0.3, "cost": 0.2},
-    "performance_degradation": {"change": 1.0, "usage": 0.7, "security": 0.5, "performance": 0.4, "compliance": 0.3, "cost": 0.2},
-    "generic": {},
-}
-EFFECT_DOMAINS: dict[str, frozenset[str]] = {
-    "security_incident": frozenset({"performance", "cost", "usage", "compliance"}),
-    "compliance_cascade": frozenset({"security", "cost", "performance", "usage"}),
-    "cost_impact": frozenset({"cost"}),
-    "performance_degradation": frozenset({"performance"}),
-    "generic": frozenset(),
-}
-EARLINESS_BONUS = 0.3
 MAX_TEMPORAL_LINKS = 8
 SMALL_INCIDENT = 16
 ASSET_RECENT = 64
-
-
-def domain_of(s: Signal) -> str:
-    if s.source == "anomaly":
-        return DOMAIN_BY_METRIC.get(s.metric, "performance")
-    return DOMAIN_BY_SOURCE.get(s.source, "other")
-
-
-def facet_of(s: Signal) -> str:
-    """What makes two signals different evidence: domain plus metric (anomalies) or kind."""
-    return f"{domain_of(s)}:{s.metric or s.kind}"
-
-
-def signal_from_anomaly(a: Anomaly) -> Signal:
-    """The correlator's view of an anomaly: asset = model (or endpoint), time = window start."""
-    tags = {"endpoint": a.endpoint, "team": a.team, "detector": a.detector}
-    tags.update(a.tags)
-    return Signal(id=a.id, time_ms=a.window_start_ms, source="anomaly", kind=a.anomaly_type,
-                  asset=a.model or a.endpoint, severity=a.severity, metric=a.metric, value=a.observed,
-                  score=a.score, tags=tags)
-
-
-def should_alert(record: Anomaly | Incident, settings: DetectionSettings | None = None) -> bool:
-    """High-severity anomalies and incidents go to the alerts topic too."""
-    s = settings or DetectionSettings()
-    if isinstance(record, Incident):
-        if record.status == "merged" or record.confidence < s.correlation.min_confidence:
-            return False
-    return severity_rank(record.severity) >= severity_rank(s.alert_severity)
-
-
-def incident_edges(incident: Incident) -> list[IncidentEdge]:
-    """Rows for ClickHouse `incident_edges` (the incident's event graph, at its version)."""
-    return list(incident.edges)
-
-
-_UNSET: tuple = ("<unset>",)  # a cache not filled yet
-
-
-def _impact_of(d: str, severity: str) -> tuple[str, float] | None:
-    """(impact dimension, weight) of a member of domain d with this severity; None: no impact."""
-    dim = IMPACT_OF.get(d)
-    if dim is None:
-        return None
-    w = SEVERITY_WEIGHT.get(severity, 0.1)
-    if dim == "cost" and d == "usage":
-        w *= 0.5  # usage drives cost, indirectly
-    return dim, round(w, 4)
-
-
-_RANK = {sev: severity_rank(sev) for sev in SEVERITIES}
-_IMPACT = {(d, sev): _impact_of(d, sev) for d in {*DOMAIN_BY_SOURCE.values(), *DOMAIN_BY_METRIC.values(), "other"}
-           for sev in SEVERITIES}
-
-
-class _Stats:
-    """What the emission rules and `_build` need about a group, kept up to date as members and
-    edges are added (so `add` does not rebuild the incident to find out whether to emit it).
-    Derived from the group's members and edges only: never pickled, rebuilt on first use after a
-    restore (or after a member is replaced by a different signal with the same id)."""
-
-    __slots__ = ("dom", "doms", "what", "nfacets", "assets", "sev", "impact", "t_min", "t_max", "parent_of",
-                 "same_corr", "prox", "children", "pnodes", "croot")
-
-    def __init__(self) -> None:
-        self.dom: dict[str, str] = {}  # member id -> domain
-        self.doms: dict[str, list] = {}  # domain -> [members, earliest time, max id at that time, latest time]
-        self.what: dict[str, set[str]] = {}  # domain -> metrics/kinds (facet = domain + one of these)
-        self.nfacets = 0
-        self.assets: set[str] = set()
-        self.sev: tuple = (-1, 0, "", "")  # (rank, time, id, severity) of the first most severe member
-        self.impact = {"performance": 0.0, "cost": 0.0, "security": 0.0, "compliance": 0.0}
-        self.t_min = 0
-        self.t_max = 0
-        self.parent_of = False  # any parent_of edge
-        self.same_corr = False  # any same_correlation edge
-        self.prox: list[float] = []  # weights of the temporal/same_asset edges, in edge order
-        self.children: dict[str, list[str]] = {}  # parent_of edges: from -> [to]
-        self.pnodes: set[str] = set()  # ids at either end of a parent_of edge
-        self.croot: tuple | None = _UNSET  # cached causal root: (id, descendants in group) or None
-
-    def add_member(self, sig: Signal, d: str, what: str) -> None:
-        sid, t = sig.id, sig.time_ms
-        self.dom[sid] = d
-        ds = self.doms.get(d)
-        if ds is None:
-            self.doms[d] = [1, t, sid, t]
-            self.what[d] = {what}
-            self.nfacets += 1
-        else:
-            ds[0] += 1
-            if t < ds[1]:
-                ds[1], ds[2] = t, sid
-            elif t == ds[1] and sid > ds[2]:
-                ds[2] = sid
-            if t > ds[3]:
-                ds[3] = t
-            w = self.what[d]
-            if what not in w:
-                w.add(what)
-                self.nfacets += 1
-        if len(self.dom) == 1:
-            self.t_min = self.t_max = t
-        elif t < self.t_min:
-            self.t_min = t
-        elif t > self.t_max:
-            self.t_max = t
-        if sig.asset:
-            self.assets.add(sig.asset)
-        sev = sig.severity
-        r = _RANK.get(sev)
-        if r is None:
-            r = severity_rank(sev)
-        b = self.sev
-        if r > b[0] or (r == b[0] and (t < b[1] or (t == b[1] and sid < b[2]))):
-            self.sev = (r, t, sid, sev)
-        imp = _IMPACT.get((d, sev), _UNSET)
-        if imp is _UNSET:
-            imp = _impact_of(d, sev)
-        if imp is not None and imp[1] > self.impact[imp[0]]:
-            self.impact[imp[0]] = imp[1]
-        if sid in self.pnodes:
-            self.croot = _UNSET
-
-    def add_edge(self, a: str, b: str, rel: str, weight: float) -> None:
-        if rel == "parent_of":
-            self.parent_of = True
-            self.children.setdefault(a, []).append(b)
-            self.pnodes.add(a)
-            self.pnodes.add(b)
-            self.croot = _UNSET
-        elif rel == "same_correlation":
-            self.same_corr = True
-        elif rel in ("temporal", "same_asset"):
-            self.prox.append(weight)
-
-    def pattern(self) -> str:
-        doms = self.doms
-        if "security" in doms:
-            return "security_incident"
-        comp = doms.get("compliance")
-        if comp is not None:
-            if comp[0] >= 2 or any(ds[3] >= comp[1] for d, ds in doms.items() if d not in ("compliance", "change")):
-                return "compliance_cascade"
-        if "cost" in doms:
-            return "cost_impact"
-        if "performance" in doms:
-            return "performance_degradation"
-        return "generic"
-
-    def severity(self) -> str:
-        rank, sev = self.sev[0], self.sev[3]
-        if len(self.doms) >= 3 and rank < 4:
-            sev = SEVERITIES[rank + 1]  # corroborated by three or more domains
-        return sev
-
-    def confidence(self, pattern: str) -> float:
-        """Noisy-OR of evidence pieces (each in 0..1, independent):
-        - causal links: 0.8 with parent-event links, 0.6 with correlation-id links only;
-        - cross-source corroboration: 0.35 per extra domain plus 0.25 per extra facet within a
-          domain (capped at 0.7);
-        - time proximity of temporal links: 0.3 x mean link proximity (1 = same time, 0 = window apart);
-        - a seed pattern matched: 0.15;
-        - severity: 0.1 if any member is high or critical.
-        """
-        ev = []
-        if self.parent_of:
-            ev.append(0.8)
-        elif self.same_corr:
-            ev.append(0.6)
-        ndoms = len(self.doms)
-        ev.append(min(0.7, 0.35 * (ndoms - 1) + 0.25 * (self.nfacets - ndoms)))
-        prox = self.prox
-        if prox:
-            ev.append(0.3 * sum(prox) / len(prox))
-        if pattern != "generic":
-            ev.append(0.15)
-        if self.sev[0] >= 3:
-            ev.append(0.1)
-        p = 1.0
-        for e in ev:
-            p *= 1.0 - max(0.0, min(e, 1.0))
-        return 1.0 - p
-
-
-class _Group:
-    __slots__ = ("id", "seed", "opened_ms", "members", "edges", "edge_keys", "version", "emitted", "last_ms",
-                 "start_ms", "overflow", "dirty", "last_key", "last_n", "st")
-    _STATE = __slots__[:-1]  # pickled (the derived `st` is rebuilt on demand)
-
-    def __init__(self, seed: Signal) -> None:
-        self.id = stable_id("incident", seed.id)
-        self.seed = seed.id
-        self.opened_ms = seed.time_ms
-        self.members: dict[str, Signal] = {seed.id: seed}
-        self.edges: list[tuple[str, str, str, float, int]] = []  # from, to, relationship, weight, time
-        self.edge_keys: set[tuple[str, str, str]] = set()
-        self.version = 0
-        self.emitted = False
-        self.last_ms = seed.time_ms
-        self.start_ms = seed.time_ms
-        self.overflow = 0
-        self.dirty = True
-        self.last_key: tuple = ()
-        self.last_n = 0
-        self.st: _Stats | None = None
-
-    def __getstate__(self) -> tuple:
-        return tuple(getattr(self, s) for s in self._STATE)
-
-    def __setstate__(self, st: tuple) -> None:
-        for k, v in zip(self._STATE, st):
-            setattr(self, k, v)
-        self.st = None
-
-    def stats(self) -> _Stats:
-        st = self.st
-        if st is None:
-            st = self.st = _Stats()
-            for sig in self.members.values():
-                d = domain_of(sig)
-                st.add_member(sig, d, sig.metric or sig.kind)
-            for a, b, rel, w, _t in self.edges:
-                st.add_edge(a, b, rel, w)
-        return st
-
-    def add_member(self, sig: Signal, d: str) -> None:
-        old = self.members.get(sig.id)
-        self.members[sig.id] = sig
-        self.dirty = True
-        if self.st is not None:
-            if old is None:
-                self.st.add_member(sig, d, sig.metric or sig.kind)
-            elif old != sig:
-                self.st = None  # replaced by a different signal with the same id: rebuild
-
-    def add_links(self, links: list[tuple[str, str, str, float]], t: int) -> None:
-        """Add (from, to, relationship, weight) links of a new signal at time t as edges (their
-        time: the later of the two ends, t for an end that is not a member), skipping known ones."""
-        keys, mine, st, members = self.edge_keys, self.edges, self.st, self.members
-        for a, b, rel, w in links:
-            key = (a, b, rel)
-            if key in keys:
-                continue
-            keys.add(key)
-            ta = members[a].time_ms if a in members else t
-            tb = members[b].time_ms if b in members else t
-            mine.append((a, b, rel, w, ta if ta > tb else tb))
-            self.dirty = True
-            if st is not None:
-                if rel == "temporal" or rel == "same_asset":
-                    st.prox.append(w)
-                else:
-                    st.add_edge(a, b, rel, w)
-
-    def add_edges(self, edges: list[tuple[str, str, str, float, int]]) -> None:
-        """Add (from, to, relationship, weight, time) edges, skipping ones already there."""
-        keys, mine, st = self.edge_keys, self.edges, self.st
-        for e in edges:
-            key = e[:3]
-            if key in keys:
-                continue
-            keys.add(key)
-            mine.append(e)
-            self.dirty = True
-            if st is not None:
-                rel = e[2]
-                if rel == "temporal" or rel == "same_asset":
-                    st.prox.append(e[3])
-                else:
-                    st.add_edge(e[0], e[1], rel, e[3])
-
-
-class _AssetIndex:
-    """The entries of one asset's `asset_recent` deque sorted by (time, signal id), with a count
-    per facet, so temporal linking walks back from the signal's time and stops early. Derived
-    from the deque: never pickled."""
-
-    __slots__ = ("entries", "facets")
-
-    def __init__(self, entries=()) -> None:
-        self.entries: list[tuple[int, str, str, str]] = sorted(entries)
-        self.facets: dict[str, int] = {}
-        for e in self.entries:
-            self.facets[e[2]] = self.facets.get(e[2], 0) + 1
-
-    def insert(self, e: tuple) -> None:
-        lst = self.entries
-        if not lst or lst[-1] <= e:
-            lst.append(e)
-        else:
-            insort(lst, e)
-        self.facets[e[2]] = self.facets.get(e[2], 0) + 1
-
-    def remove(self, e: tuple) -> None:
-        lst = self.entries
-        del lst[bisect_left(lst, e)]
-        n = self.facets[e[2]] - 1
-        if n:
-            self.facets[e[2]] = n
-        else:
-            del self.facets[e[2]]
 
 
 def _settings(settings: DetectionSettings | CorrelationSettings | None) -> CorrelationSettings:
@@ -413,20 +59,32 @@ def _time(e: tuple) -> int:
     return e[0]
 
 
-def _time_id(m: Signal) -> tuple[int, str]:
-    return (m.time_ms, m.id)
-
-
 def _newest_first(e: tuple) -> tuple[int, str]:
     return (-e[0], e[1])
 
 
 class Correlator:
-    """Groups signals into incidents; see the module docstring."""
+    """Groups signals into incidents; see the module docstring.
+
+    A deploy and, a minute later, a latency spike on the same model are one incident; closing it
+    (no new member for `window_ms` of event time) gives its final record:
+
+    >>> from schemas.incidents import Signal
+    >>> t = 1_704_067_200_000
+    >>> c = Correlator()
+    >>> c.add(Signal(id="deploy", time_ms=t, source="registry", kind="version.promoted", asset="gpt-4"))
+    []
+    >>> opened = c.add(Signal(id="lat", time_ms=t + 60_000, source="anomaly", kind="spike", asset="gpt-4",
+    ...                       metric="latency_ms", severity="high"))
+    >>> [(i.status, i.pattern, i.root_cause_id) for i in opened]
+    [('open', 'performance_degradation', 'deploy')]
+    >>> [(i.status, i.id == opened[0].id, [(m.signal_id, m.role) for m in i.members]) for i in c.flush(t + 3_600_000)]
+    [('closed', True, [('deploy', 'root_cause'), ('lat', 'effect')])]
+    """
 
     def __init__(self, settings: DetectionSettings | CorrelationSettings | None = None) -> None:
         self.settings = _settings(settings)
-        self.groups: dict[str, _Group] = {}
+        self.groups: dict[str, Group] = {}
         self.sig_group: OrderedDict[str, str] = OrderedDict()  # signal id -> open group id
         self.corr_last: dict[str, str] = {}  # correlation id -> latest signal id
         self.asset_recent: dict[str, deque] = {}  # asset -> deque[(time, signal id, facet, domain)]
@@ -435,7 +93,7 @@ class Correlator:
         # Derived, not pickled: asset -> its asset_recent entries by time, and the entries taken
         # out of that index because their signal left sig_group (signal id -> [(asset, entry)]),
         # put back if the id is tracked again.
-        self.by_time: dict[str, _AssetIndex] = {}
+        self.by_time: dict[str, AssetIndex] = {}
         self.parked: dict[str, list[tuple[str, tuple]]] = {}
         # Derived: a lazy min-heap of (last_ms, group id) for evicting the least recently active
         # group past max_open_incidents without scanning all of them on every signal.
@@ -448,7 +106,7 @@ class Correlator:
     def __setstate__(self, st: dict) -> None:
         for k, v in st.items():
             setattr(self, k, v)
-        self.by_time = {a: _AssetIndex(dq) for a, dq in self.asset_recent.items()}
+        self.by_time = {a: AssetIndex(dq) for a, dq in self.asset_recent.items()}
         self.parked = {}
         self.by_last = [(g.last_ms, gid) for gid, g in self.groups.items()]
         heapq.heapify(self.by_last)
@@ -500,7 +158,7 @@ class Correlator:
             gids.sort(key=lambda g: (groups[g].opened_ms, g))
         out: list[Incident] = []
         if not gids:
-            g = _Group(signal)
+            g = Group(signal)
             groups[g.id] = g
             heapq.heappush(self.by_last, (g.last_ms, g.id))
         else:
@@ -557,7 +215,7 @@ class Correlator:
         """Current view of every open group that qualifies as an incident (for inspection)."""
         res = []
         for gid in sorted(self.groups, key=lambda k: (self.groups[k].opened_ms, k)):
-            inc = self._build(self.groups[gid], "open", self.groups[gid].version)
+            inc = build_incident(self.groups[gid], "open", self.groups[gid].version, self.settings)
             if inc is not None:
                 res.append(inc)
         return res
@@ -682,7 +340,7 @@ class Correlator:
             dq = self.asset_recent.pop(asset, None)  # re-inserted: least recently used first
             if dq is None:
                 dq = deque(maxlen=ASSET_RECENT)
-                idx = self.by_time[asset] = _AssetIndex()
+                idx = self.by_time[asset] = AssetIndex()
             else:
                 idx = self.by_time[asset]
             self.asset_recent[asset] = dq
@@ -770,7 +428,7 @@ class Correlator:
             return last, gid
         return None
 
-    def _merge(self, keep: _Group, gone: _Group) -> list[Incident]:
+    def _merge(self, keep: Group, gone: Group) -> list[Incident]:
         out: list[Incident] = []
         max_members = self.settings.max_members
         known = gone.st.dom if gone.st is not None else {}
@@ -800,7 +458,7 @@ class Correlator:
         del self.groups[gone.id]
         return out
 
-    def _emit_if_ready(self, g: _Group, status: str) -> Incident | None:
+    def _emit_if_ready(self, g: Group, status: str) -> Incident | None:
         """Emit every change of a small incident (< SMALL_INCIDENT members); for a larger one only
         when its pattern, root cause or severity changes or its member count doubles, the rest waits
         for the next emission or the close record (bounded output during alert storms).
@@ -820,183 +478,34 @@ class Correlator:
             st = g.stats()
             pattern = st.pattern()
             last = g.last_key
-            if pattern == last[0] and st.severity() == last[2] and self._root(g, st, pattern)[0] == last[1]:
+            if pattern == last[0] and st.severity() == last[2] and root_cause(g, st, pattern)[0] == last[1]:
                 return None
-        inc = self._build(g, status, g.version + 1)
+        inc = build_incident(g, status, g.version + 1, self.settings)
         if inc is None:  # cannot happen (same rules as above); kept for safety
             return None
         self._mark_emitted(g, inc)
         return inc
 
     @staticmethod
-    def _mark_emitted(g: _Group, inc: Incident) -> None:
+    def _mark_emitted(g: Group, inc: Incident) -> None:
         g.version = inc.version
         g.emitted = True
         g.dirty = False
         g.last_key = (inc.pattern, inc.root_cause_id, inc.severity)
         g.last_n = len(inc.members)
 
-    def _close(self, g: _Group) -> list[Incident]:
+    def _close(self, g: Group) -> list[Incident]:
         out = []
         if g.emitted or g.dirty:
-            inc = self._build(g, "closed", g.version + 1)
+            inc = build_incident(g, "closed", g.version + 1, self.settings)
             if inc is not None:
                 self._mark_emitted(g, inc)
                 out.append(inc)
         self._drop(g)
         return out
 
-    def _drop(self, g: _Group) -> None:
+    def _drop(self, g: Group) -> None:
         for sid in g.members:
             if self.sig_group.get(sid) == g.id:
                 del self.sig_group[sid]
         self.groups.pop(g.id, None)
-
-    @staticmethod
-    def _root(g: _Group, st: _Stats, pattern: str) -> tuple[str, int]:
-        """Root cause id, and (for a causal root) how many members descend from it, else -1.
-
-        With parent_of edges: among members with no parent in the group that are a parent, the one
-        with the most descendants in the group (then earliest, then largest id). Otherwise the
-        highest prior for the pattern plus earliness bonus (ties: earliest, then largest id):
-        within a domain that is its earliest member, so only one candidate per domain is scored."""
-        if st.parent_of:
-            if st.croot is _UNSET:
-                st.croot = _causal_root(g.members, st.children)
-            if st.croot is not None:
-                return st.croot
-        prior = ROOT_PRIOR.get(pattern, {})
-        t0 = st.t_min
-        span = max(st.t_max - t0, 1)
-        best: tuple | None = None
-        for d, ds in st.doms.items():
-            t = ds[1]
-            k = (prior.get(d, 0.0) + EARLINESS_BONUS * (1.0 - (t - t0) / span), -t, ds[2])
-            if best is None or k > best:
-                best = k
-        return best[2], -1
-
-    def _build(self, g: _Group, status: str, version: int) -> Incident | None:
-        """The incident record for a group, or None if it does not qualify (yet)."""
-        s = self.settings
-        st = g.stats()
-        # once emitted, a group keeps being reported (so its close record is written too)
-        if not g.emitted and (len(g.members) < 2 or (st.nfacets < 2 and not (st.parent_of or st.same_corr))):
-            return None
-        pattern = st.pattern()
-        confidence = st.confidence(pattern)
-        if confidence < s.min_confidence and not g.emitted:
-            return None
-        members = sorted(g.members.values(), key=_time_id)
-        dom_of = st.dom
-        root, n_desc = self._root(g, st, pattern)
-        best = g.members[root]
-        if n_desc >= 0:
-            reasons = [f"earliest ancestor of the causal chain: {best.source} {best.kind} is the parent of "
-                       f"{n_desc} member(s) through parent-event links"]
-        else:
-            reasons = _prior_reasons(members, best, dom_of[root], pattern)
-        # roles: root_cause; effect (causal descendants of the root, or in the pattern's effect
-        # domains: not required to come after the root, detection delays differ across sources);
-        # contributor (cause domains, or the root's domain); related (the rest)
-        desc = _descendants(root, st.children) if st.children else set()
-        effects = EFFECT_DOMAINS.get(pattern, frozenset())
-        prior = ROOT_PRIOR.get(pattern, {})
-        root_dom = dom_of[root]
-        by_dom = {d: ("effect" if d in effects else
-                      "contributor" if prior.get(d, 0.0) >= 0.5 or d == root_dom else "related") for d in st.doms}
-        gid = g.id
-        edges = [IncidentEdge(incident_id=gid, from_id=a, to_id=b, relationship=rel, weight=w, time_ms=t,
-                              version=version) for a, b, rel, w, t in g.edges]
-        have = set(st.children.get(root, ()))
-        root_t = best.time_ms
-        conf4 = round(confidence, 4)
-        out_members = []
-        for m in members:
-            mid = m.id
-            if mid == root:
-                role = "root_cause"
-            elif mid in desc:
-                role = "effect"
-            else:
-                role = by_dom[dom_of[mid]]
-            if role == "effect" and mid not in have:
-                edges.append(IncidentEdge(incident_id=gid, from_id=root, to_id=mid, relationship="causes",
-                                          weight=conf4, time_ms=max(root_t, m.time_ms), version=version))
-            out_members.append(IncidentMember(signal_id=mid, role=role, source=m.source, kind=m.kind, asset=m.asset,
-                                              time_ms=m.time_ms, severity=m.severity, metric=m.metric,
-                                              value=m.value, score=m.score))
-        return Incident(
-            id=gid, version=version, status=status, pattern=pattern, confidence=conf4,
-            severity=st.severity(), opened_ms=g.opened_ms, start_ms=st.t_min, end_ms=st.t_max,
-            assets=sorted(st.assets), members=out_members, impact=dict(st.impact), root_cause_id=root,
-            root_cause_reasons=reasons, pattern_reasons=_pattern_reasons(st, pattern), edges=edges,
-            overflow=g.overflow)
-
-
-def _pattern_reasons(st: _Stats, pattern: str) -> list[str]:
-    doms = st.doms
-    if pattern == "security_incident":
-        others = sorted(d for d in doms if d != "security")
-        return [f"security signal(s): {', '.join(sorted(st.what['security']))}"] + (
-            [f"together with {', '.join(others)} signals"] if others else [])
-    if pattern == "compliance_cascade":
-        comp = doms["compliance"]
-        later = sorted(d for d, ds in doms.items() if d not in ("compliance", "change") and ds[3] >= comp[1])
-        reasons = [f"{comp[0]} compliance/policy signal(s)"]
-        if later:
-            reasons.append(f"followed by {', '.join(later)} signals")
-        return reasons
-    if pattern == "cost_impact":
-        drivers = sorted(d for d in doms if d in ("usage", "performance", "change"))
-        return ["cost signal(s)"] + ([f"with {', '.join(drivers)} signals"] if drivers else [])
-    if pattern == "performance_degradation":
-        return [f"performance signal(s): {', '.join(sorted(st.what['performance']))}"]
-    return [f"domains: {', '.join(sorted(doms))}"]
-
-
-def _prior_reasons(members: list[Signal], best: Signal, dom: str, pattern: str) -> list[str]:
-    """Why `best` (chosen by prior and earliness) is the root cause; members sorted by time."""
-    prior = ROOT_PRIOR.get(pattern, {})
-    reasons = []
-    if prior:
-        reasons.append(f"{dom} signals are the most likely cause in a {pattern.replace('_', ' ')} (prior {prior.get(dom, 0.0):.1f})")
-    t0, bt = members[0].time_ms, best.time_ms
-    times = [m.time_ms for m in members]
-    first_later = bisect_right(times, bt)
-    if bt == t0:
-        reasons.append("earliest member of the incident")
-    if first_later < len(times):
-        lead_s = (times[first_later] - bt) // 1000
-        reasons.append(f"precedes {len(times) - first_later} other member(s), the first by {lead_s} s")
-    if t0 < bt:
-        lag_s = (bt - t0) // 1000
-        reasons.append(f"seen {lag_s} s after the first member (detection delays differ across sources)")
-    what = best.metric or best.kind
-    reasons.append(f"{best.source} {what}" + (f" on {best.asset}" if best.asset else ""))
-    return reasons
-
-
-def _causal_root(members: dict[str, Signal], children: dict[str, list[str]]) -> tuple[str, int] | None:
-    """Among members that are a parent and have no parent in the group: the one with the most
-    descendants in the group (then earliest, then largest id), with that count; None if none."""
-    has_parent = {b for a, kids in children.items() if a in members for b in kids}
-    best: tuple | None = None
-    for sid in children:
-        if sid in members and sid not in has_parent:
-            n = sum(1 for x in _descendants(sid, children) if x in members)
-            k = (n, -members[sid].time_ms, sid)
-            if best is None or k > best:
-                best = k
-    return None if best is None else (best[2], best[0])
-
-
-def _descendants(root: str, children: dict[str, list[str]]) -> set[str]:
-    seen: set[str] = set()
-    stack = [root]
-    while stack:
-        for c in children.get(stack.pop(), ()):
-            if c not in seen:
-                seen.add(c)
-                stack.append(c)
-    return seen

@@ -3,7 +3,7 @@
 The flow feeds it one merged `WindowMetric` per series and closed 1-minute window (`update`), and
 calls `tick(watermark_ms)` so that series which went silent are seen as dropping to zero. The
 evaluation harness feeds raw points (`update_value`). The bank keeps one small detector ensemble
-per series (operators/anomaly_detectors.py):
+per series (robust.py, volatility.py, shape.py, hst.py in this package):
 
 - value member (RobustDetector on the per-window value chosen per metric: mean, sum, count, rate,
   max): spike, drop, level_shift (and, for raw streams, volatility -> distribution_shift);
@@ -25,16 +25,10 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from config.detection import AnomalySettings, DetectionSettings, MetricDetection
-from operators.detect.detectors import (
-    FLOOR_BINOMIAL,
-    FLOOR_POISSON,
-    FLOOR_RELATIVE,
-    SEASON_CODES,
-    Finding,
-    HistShiftDetector,
-    HSTMember,
-    RobustDetector,
-)
+from operators.detect.findings import Finding
+from operators.detect.hst import HSTMember
+from operators.detect.robust import FLOOR_BINOMIAL, FLOOR_POISSON, FLOOR_RELATIVE, SEASON_CODES, RobustDetector
+from operators.detect.shape import HistShiftDetector
 from schemas.incidents import Anomaly, anomaly_id
 from schemas.metrics import SeriesKey, WindowMetric
 
@@ -82,7 +76,16 @@ def _settings(settings: DetectionSettings | AnomalySettings | None) -> AnomalySe
 
 
 class AnomalyDetectorBank:
-    """One detector ensemble per series; see the module docstring."""
+    """One detector ensemble per series; see the module docstring.
+
+    >>> from schemas.metrics import SeriesKey
+    >>> bank = AnomalyDetectorBank()
+    >>> key = SeriesKey("latency_ms", model="gpt-4")
+    >>> [bank.update_value(key, minute * 60_000, 100.0 + minute % 3) for minute in range(60)].count([])
+    60
+    >>> [(a.anomaly_type, a.severity, a.observed) for a in bank.update_value(key, 60 * 60_000, 400.0)]
+    [('spike', 'critical', 400.0)]
+    """
 
     def __init__(self, settings: DetectionSettings | AnomalySettings | None = None) -> None:
         self.settings = _settings(settings)

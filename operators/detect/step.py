@@ -9,12 +9,13 @@ up to the slowest shard's progress (`tick`), never ahead of a shard that is stil
 from __future__ import annotations
 
 from config.detection import DetectionSettings
-from operators.correlate.correlator import Correlator, should_alert, signal_from_anomaly
+from operators.correlate import Correlator, should_alert, signal_from_anomaly
 from operators.detect.bank import AnomalyDetectorBank
 from operators.windows import sketch
 from schemas.incidents import Signal
 from schemas.items import DetectionOutput
 from schemas.metrics import SeriesKey, WindowMetric
+
 
 class DetectionState:
     """Picklable: lives in Bytewax snapshots like the window state."""
@@ -30,6 +31,23 @@ class DetectionState:
         self.shards_done: set[str] = set()
 
     def step(self, shard: str, windows: list[WindowMetric], signals: list[Signal], final: bool) -> DetectionOutput:
+        """Take one shard's closed windows and noteworthy events (`final`: the shard's last output);
+        returns the anomalies and incidents found, and which of them go to the alerts topic.
+
+        >>> from schemas.metrics import SeriesKey, WindowMetric
+        >>> def window(minute, mean, n=50):
+        ...     return WindowMetric(series=SeriesKey("latency_ms", model="gpt-4"), window_start_ms=minute * 60_000,
+        ...                         window_ms=60_000, count=n, sum=mean * n, min=mean, max=mean,
+        ...                         sumsq=mean * mean * n, hist={})
+        >>> state = DetectionState(DetectionSettings())
+        >>> [state.step("shard-0", [window(m, 100.0 + m % 3)], [], final=False).anomalies for m in range(60)].count([])
+        60
+        >>> state.step("shard-0", [window(60, 400.0)], [], final=False).anomalies  # held: partials may follow
+        []
+        >>> out = state.step("shard-0", [window(61, 101.0)], [], final=False)
+        >>> [(a.anomaly_type, a.window_start_ms // 60_000) for a in out.anomalies], out.alerts == out.anomalies
+        ([('spike', 60)], True)
+        """
         out = DetectionOutput()
         self.shards_seen.add(shard)
         if final:

@@ -1,10 +1,6 @@
-"""Per-series online detectors: the ensemble members behind `operators.anomaly.AnomalyDetectorBank`.
+"""`RobustDetector`: spike, drop, level shift (and, for raw streams, volatility) on one scalar stream.
 
-All members learn online (no training phase beyond a warm-up), keep bounded state (fixed-size
-ring buffers, 24 or 48 seasonal slots, a pruned reference histogram) and pickle compactly, because
-they live in Bytewax recovery snapshots.
-
-`RobustDetector` (one per scalar stream) does, per point, predict-then-learn:
+One per scalar stream; per point, predict-then-learn:
   1. seasonal baseline: the point is deseasonalized with an additive hour-of-day profile (linearly
      interpolated between hourly slots; "weekly" keeps separate weekday and weekend profiles),
      each slot learning the mean deviation of its hour from a one-day EWMA level, averaged over
@@ -22,26 +18,21 @@ they live in Bytewax recovery snapshots.
      pre-change part of the buffer moves to the new level (median of the run since the CUSUM left
      0) so the baseline adapts at once; a prompt return to the old level within `window` points
      reverts it (the end of a temporary surge or outage is recovery, not a new anomaly);
-  4. volatility (distribution shift of a raw stream): fast EWMA of |first difference|^(2/3)
-     relative to its slow mean, against that ratio's own slow mean and sd (self-calibrating;
-     first differences make it blind to level shifts, the cap to single spikes).
+  4. volatility (distribution shift of a raw stream): `Volatility` on the deseasonalized points;
+  5. optionally a HalfSpaceTrees vote (`HSTMember`) where the robust z agrees half-way.
 Calibration statistics are frozen while evidence of a change is building up, so a change cannot
 explain itself away before it is reported (bounded, so a lasting change becomes the new normal).
 Event rates use `log=True`: the stream is log1p(count) (multiplicative noise and seasonality,
 drops to zero stand out) with the Poisson floor taken through the transform.
-
-`HistShiftDetector` measures the Jensen-Shannon divergence between a window's median-aligned
-log-bucket histogram and a decayed reference shape, standardizes it by its chi-square sampling
-distribution and scores it with a one-sided RobustDetector, so the threshold adapts to the
-series' own sampling noise.
-
-Scores: r = |statistic| / threshold, score = r^4 / (1 + r^4) (0.5 at the threshold).
 """
 from __future__ import annotations
 
 import math
 from array import array
 from bisect import bisect_left, insort
+
+from operators.detect.findings import Finding, squash
+from operators.detect.volatility import Volatility
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -61,16 +52,6 @@ SIGMA_KEEP = 0.7  # sigma >= this x its long-run average (IQR of 64 points: ~15%
 SV_ALPHA = 2.0 / (LONG_SPAN + 1)
 MAX_RHO = 0.95
 
-# Finding: (anomaly_type, score, expected, spread, observed, detector)
-Finding = tuple[str, float, float, float, float, str]
-
-
-def squash(r: float) -> float:
-    """Map statistic/threshold to 0..1: 0.5 at the threshold, 0.94 at twice it, -> 1."""
-    r2 = r * r
-    r4 = r2 * r2
-    return r4 / (1.0 + r4)
-
 
 def _median(values: list[float]) -> float:
     s = sorted(values)
@@ -79,14 +60,21 @@ def _median(values: list[float]) -> float:
 
 
 class RobustDetector:
-    """Spike/drop, level shift and volatility on one scalar stream (see module docstring)."""
+    """Spike/drop, level shift and volatility on one scalar stream (see module docstring).
+
+    >>> d = RobustDetector()
+    >>> [d.step(minute * 60_000, 10.0 + minute % 2) for minute in range(40)].count(None)  # warm-up, quiet
+    40
+    >>> [(typ, observed, detector) for typ, _, _, _, observed, detector in d.step(40 * 60_000, 30.0)]
+    [('spike', 30.0, 'robust_z')]
+    """
 
     __slots__ = (
         "W", "ring", "srt", "pos", "n", "warm", "thr", "k", "h", "clip", "floor_kind", "floor_val",
-        "types", "prefix", "spike_on", "drop_on", "cusum_on", "vol_on",
+        "types", "prefix", "spike_on", "drop_on", "cusum_on", "vol",
         "sp", "sn", "lp", "ln",
         "season", "prof", "wsum", "c_h", "t_first", "t_last", "dt", "hour_mark", "lvl", "nl", "eu", "ee", "s_on",
-        "prev", "nv", "vr", "vf", "vm", "vv", "vc", "vcov", "vfrozen", "a_f", "a_s", "hst", "hst_thr",
+        "hst", "hst_thr",
         "q99", "sv", "zr", "zprev", "nz", "sh_delta", "sh_sig", "sh_left", "log",
     )
 
@@ -129,7 +117,9 @@ class RobustDetector:
         self.floor_kind, self.floor_val = floor_kind, float(floor_val)
         self.types = types
         self.prefix = prefix
-        self.spike_on, self.drop_on, self.cusum_on, self.vol_on = spike, drop, cusum, volatility
+        self.spike_on, self.drop_on, self.cusum_on = spike, drop, cusum
+        self.vol = Volatility(span=volatility_span, slow_span=volatility_slow_span, warm_up=self.warm,
+                              threshold=self.thr, max_frozen=self.W) if volatility else None
         self.sp = self.sn = 0.0
         self.lp = self.ln = 0
         # Seasonal model: hour-of-day profile (weekly: one for weekdays, one for weekends).
@@ -147,12 +137,6 @@ class RobustDetector:
         self.eu = 0.0  # EWMA of squared deviation from the daily level without / with the profile
         self.ee = 0.0
         self.s_on = False
-        self.prev = math.nan
-        self.nv = 0
-        self.vr = self.vf = self.vm = self.vv = self.vc = self.vcov = 0.0
-        self.vfrozen = 0
-        self.a_f = 2.0 / (volatility_span + 1)
-        self.a_s = 2.0 / (volatility_slow_span + 1)
         self.hst = hst
         self.hst_thr = hst_threshold
         # Tail calibration: running 99th percentile of |z| (Gaussian: 2.576).
@@ -316,17 +300,11 @@ class RobustDetector:
             if z >= thr:
                 outlier = True
                 if self.spike_on:
-                    r = z / thr
-                    r *= r
-                    r *= r
-                    out = [(self.types[0], r / (1.0 + r), exp_, sig, x, self.prefix + "_z")]
+                    out = [(self.types[0], squash(z / thr), exp_, sig, x, self.prefix + "_z")]
             elif z <= -thr:
                 outlier = True
                 if self.drop_on:
-                    r = z / thr
-                    r *= r
-                    r *= r
-                    out = [(self.types[1], r / (1.0 + r), exp_, sig, x, self.prefix + "_z")]
+                    out = [(self.types[1], squash(z / thr), exp_, sig, x, self.prefix + "_z")]
             if self.cusum_on:
                 c = self.clip
                 zc = c if z > c else (-c if z < -c else z)
@@ -372,8 +350,8 @@ class RobustDetector:
                         out = [f]
                     else:
                         out.append(f)
-            if self.vol_on:
-                f = self._volatility(y)
+            if self.vol is not None:
+                f = self.vol.step(y)
                 if f is not None:
                     if out is None:
                         out = [f]
@@ -386,8 +364,8 @@ class RobustDetector:
                         out = [f]
                     else:
                         out.append(f)
-        elif self.vol_on:
-            self._volatility(y)
+        elif self.vol is not None:
+            self.vol.step(y)
         # learn: ring buffer + sorted copy (a level shift may have rebuilt the sorted copy)
         ring = self.ring
         srt = self.srt
@@ -452,7 +430,8 @@ class RobustDetector:
                 for i in range(len(ring)):
                     ring[i] += off
                 self.srt = sorted(ring)
-                self.prev += off
+                if self.vol is not None:
+                    self.vol.shift(off)
         self.lvl = lvl + a * e
         # Each hour slot learns the mean deviation of its own hour (bias-corrected start, then an
         # EWMA over ~season_days days); prediction interpolates between slot centres.
@@ -506,57 +485,6 @@ class RobustDetector:
         self.sp = self.sn = 0.0
         self.lp = self.ln = 0
 
-    def _volatility(self, y: float) -> Finding | None:
-        """Fast EWMA of c = |first difference|^(2/3) / its slow mean, against c's own slow mean and sd.
-        The slow statistics are frozen while the fast one is beyond half the threshold (for at most
-        `window` points), so a volatility change cannot recalibrate itself away before it is
-        reported, and a lasting one still becomes the new normal."""
-        prev = self.prev
-        self.prev = y
-        if prev != prev:  # NaN: first point
-            return None
-        r = y - prev
-        if r < 0.0:
-            r = -r
-        # |d|^(2/3) = (d^2)^(1/3): Wilson-Hilferty makes the chi-square(1)-like d^2 near-Gaussian,
-        # so the fast EWMA's tails match the Gaussian threshold better than |d| itself.
-        r = r ** 0.6666666666666666
-        nv = self.nv + 1
-        self.nv = nv
-        a_f = self.a_f if self.a_f > 1.0 / nv else 1.0 / nv
-        vr = self.vr
-        c = r / vr if vr > 0.0 else 1.0
-        if c > 3.0:  # Huber-style cap: a single jump (or the two around a spike) stays small
-            c = 3.0
-        vf = self.vf + a_f * (c - self.vf)
-        self.vf = vf
-        vm, vv = self.vm, self.vv
-        d = c - vm
-        z = 0.0
-        sd = 0.0
-        ready = nv >= self.warm + 2.0 / self.a_f and vv > 0.0
-        if ready:
-            # consecutive differences share a point (lag-1 correlation ~0.22 even for iid data):
-            # widen the EWMA's sd by the measured AR(1) factor (1 + rho) / (1 - rho)
-            rho = self.vcov / vv
-            rho = 0.0 if rho < 0.0 else (0.9 if rho > 0.9 else rho)
-            sd = math.sqrt(vv * self.a_f / (2.0 - self.a_f) * (1.0 + rho) / (1.0 - rho))
-            z = (vf - vm) / sd
-        if not ready or -0.5 * self.thr < z < 0.5 * self.thr or self.vfrozen >= self.W:
-            self.vfrozen = 0
-            a_s = self.a_s if self.a_s > 1.0 / nv else 1.0 / nv
-            self.vr = vr + a_s * (r - vr)
-            self.vm = vm + a_s * d
-            self.vv = vv + a_s * (d * d - vv)
-            self.vcov += a_s * (d * self.vc - self.vcov)
-        else:
-            self.vfrozen += 1  # at most `window` points: a lasting change becomes the new normal
-        self.vc = d
-        thr = self.thr
-        if ready and (z >= thr or z <= -thr):
-            return ("distribution_shift", squash(z / thr), vr, sd * vr, vf * vr, "volatility")
-        return None
-
     def _hst(self, y: float, x: float, z: float, exp_: float, sig: float) -> Finding | None:
         """HalfSpaceTrees votes: it reports only where the robust z agrees at least half-way
         (|z| >= threshold / 2); on its own its univariate scores are not discriminative (measured:
@@ -568,123 +496,3 @@ class RobustDetector:
             score = 0.5 + 0.5 * (s - thr) / (1.0 - thr) if thr < 1.0 else 1.0
             return (self.types[0] if z >= 0 else self.types[1], min(score, 1.0), exp_, sig, x, "hst")
         return None
-
-
-class HSTMember:
-    """Optional ensemble member: river's HalfSpaceTrees on min-max scaled (level, change)."""
-
-    def __init__(self, window: int, seed: int) -> None:
-        from river import anomaly, compose, preprocessing
-
-        self.model = compose.Pipeline(
-            preprocessing.MinMaxScaler(),
-            anomaly.HalfSpaceTrees(n_trees=10, height=6, window_size=max(window, 32), seed=seed),
-        )
-
-    def step(self, level: float, change: float) -> float:
-        x = {"y": level, "d": change}
-        s = self.model.score_one(x)
-        self.model.learn_one(x)
-        return s
-
-
-class HistShiftDetector:
-    """Distribution shift of a windowed histogram: change of *shape*, at any location.
-
-    Each window's log-bucket histogram is first aligned on its median bucket (a multiplicative
-    level change is a spike or level shift, reported by the value member, not a shape change),
-    then coarsened by `bits` (2^bits log-buckets of ~2% each, ~17% wide for bits=3) so a window
-    with tens of events still gives a usable shape. Its Jensen-Shannon divergence to a decayed
-    reference shape is standardized with its sampling distribution under "same shape"
-    (8 n JS ~ chi-square with B-1 degrees of freedom for B reference buckets and n events), so
-    windows of any size compare, and scored one-sided by a RobustDetector against the series' own
-    recent values (sigma floored at 1, the multinomial null: never more sensitive than sampling
-    noise allows). An alert also needs the divergence to exceed its small-sample bias (B-1)/(8n) by
-    `min_js` nats (practical significance).
-    """
-
-    __slots__ = ("ref", "alpha", "bits", "min_count", "min_js", "nw", "js")
-
-    def __init__(self, *, half_life: int = 60, bits: int = 3, min_count: int = 30, min_js: float = 0.02,
-                 window: int = 64, warm_up: int = 30, threshold: float = 5.0) -> None:
-        self.ref: dict[int, float] = {}
-        self.alpha = 1.0 - 0.5 ** (1.0 / max(half_life, 1))
-        self.bits = bits
-        self.min_count = min_count
-        self.min_js = min_js
-        self.nw = 0
-        self.js = RobustDetector(window=window, warm_up=warm_up, threshold=threshold, floor_kind=FLOOR_ABSOLUTE,
-                                 floor_val=1.0, types=("distribution_shift",) * 3, prefix="hist_js",
-                                 drop=False, cusum=False)
-
-    @staticmethod
-    def divergence(p: dict[int, float], q: dict[int, float]) -> float:
-        """Jensen-Shannon divergence (nats, 0..ln 2) of two normalized bucket -> mass maps."""
-        js = 0.0
-        for k, pk in p.items():
-            qk = q.get(k, 0.0)
-            mk = 0.5 * (pk + qk)
-            if pk > 0.0:
-                js += pk * math.log(pk / mk)
-            if qk > 0.0:
-                js += qk * math.log(qk / mk)
-        for k, qk in q.items():
-            if k not in p and qk > 0.0:
-                js += qk * math.log(2.0)
-        return 0.5 * js
-
-    def shape(self, hist: dict[int, int]) -> tuple[dict[int, float], int]:
-        """Median-aligned, coarsened, normalized histogram and its event count."""
-        items = sorted((k, c) for k, c in hist.items() if c > 0)
-        total = sum(c for _, c in items)
-        if not total:
-            return {}, 0
-        half = total / 2.0
-        acc = 0
-        med_k = items[-1][0]
-        for k, c in items:
-            acc += c
-            if acc >= half:
-                med_k = k
-                break
-        bits = self.bits
-        off = (1 << bits) >> 1
-        inv = 1.0 / total
-        p: dict[int, float] = {}
-        for k, c in items:
-            kk = (k - med_k + off) >> bits
-            p[kk] = p.get(kk, 0.0) + c * inv
-        return p, total
-
-    def step(self, t: int, hist: dict[int, int]) -> Finding | None:
-        p, total = self.shape(hist)
-        if total < self.min_count:
-            return None
-        ref = self.ref
-        self.nw += 1
-        found = None
-        if ref:
-            js = self.divergence(p, ref)
-            dof = max(sum(1 for v in ref.values() if v >= 1e-3) - 1, 1)
-            # Under "same shape", 8 n JS ~ chi2(dof): standardize so windows of any size compare.
-            stat = (8.0 * total * js - dof) / math.sqrt(2.0 * dof)
-            res = self.js.step(t, stat)
-            if res:
-                excess = js - dof / (8.0 * total)
-                if excess >= self.min_js:
-                    _, score, exp_s, sig_s, _, det = res[0]
-                    scale = math.sqrt(2.0 * dof) / (8.0 * total)
-                    found = ("distribution_shift", score, max(exp_s * scale + dof / (8.0 * total), 0.0), sig_s * scale,
-                             js, det)
-        # learn the reference (bias-corrected start: plain average of the first windows)
-        a = self.alpha if self.alpha > 1.0 / self.nw else 1.0 / self.nw
-        keep = 1.0 - a
-        for k in list(ref):
-            v = ref[k] * keep
-            if v < 1e-6 and k not in p:
-                del ref[k]
-            else:
-                ref[k] = v
-        for k, v in p.items():
-            ref[k] = ref.get(k, 0.0) + a * v
-        return found
