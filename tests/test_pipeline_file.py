@@ -18,6 +18,7 @@ import time
 # A recent whole hour: old enough to be all in the past, young enough for the age check.
 T0 = (int(time.time() * 1000) // 3_600_000 - 3) * 3_600_000
 MODELS = ("gpt-4o", "claude-3-5-sonnet", "llama-3-70b")
+LINES: list[list[bytes]] = []  # the input file's lines, as the fixture wrote them
 
 
 def request(i: int, t_ms: int, model: str, latency: float, error: bool = False) -> dict:
@@ -58,8 +59,10 @@ def run_result(tmp_path_factory):
         json.dumps(request(0, int(times[0]), "gpt-4o", 1.0)),                       # duplicate id req-0
     ]
     late = json.dumps(request(20_000, T0 + 500, "gpt-4o", 100.0))                  # minute 0, after minute 5
+    not_utf8 = b'{"event_type": "telemetry.request", "event_id": "\xff\xfe"}'
     src = tmp / "events.jsonl"
-    src.write_text("\n".join(lines + bad + [late]) + "\n")
+    src.write_bytes("\n".join(lines + bad + [late]).encode() + b"\n" + not_utf8 + b"\n")
+    LINES.append(src.read_bytes().splitlines())
     dsn = f"chdb://{tmp}/store"
     assert main(["run", "--input", str(src), "--clickhouse", dsn]) == 0
     client = connect(ClickHouseSettings(dsn=dsn))
@@ -79,16 +82,17 @@ def test_every_good_event_is_stored_once(run_result):
 
 def test_bad_input_is_dead_lettered_with_reasons(run_result):
     client, *_ = run_result
-    # Duplicates are numbered per shard; the rest keep their input line number as offset.
-    rows = q(client, "SELECT code, field, reason, raw FROM dead_letters FINAL ORDER BY code = 'duplicate', offset")
+    # Every dead letter keeps its input line's exact bytes and its line number as offset; a
+    # duplicate too (not a re-encoding of the event it repeats).
+    rows = q(client, "SELECT code, field, reason, offset FROM dead_letters FINAL ORDER BY offset")
+    raws = client.query("SELECT raw FROM dead_letters FINAL ORDER BY offset", column_formats={"raw": "bytes"})
     codes = [r[0] for r in rows]
-    assert len(rows) == 4, rows
-    assert codes[0] == "malformed_json"
-    assert codes[1] == "unknown_event_type"
-    assert codes[2] == "negative_value" and "latency" in rows[2][1]
-    assert codes[3] == "duplicate" and "req-0" in rows[3][2]
+    assert len(rows) == 5, rows
+    assert codes == ["malformed_json", "unknown_event_type", "negative_value", "duplicate", "malformed_json"]
+    assert "latency" in rows[2][1] and "req-0" in rows[3][2]
     assert all(r[2] for r in rows)  # a human-readable reason every time
-    assert 'event_tim' in rows[0][3]  # raw bytes kept
+    lines = LINES[0]
+    assert [raw for (raw,) in raws.result_rows] == [lines[offset - 1] for *_, offset in rows]
 
 
 def test_late_event_is_counted_and_kept(run_result):
