@@ -55,7 +55,7 @@ class MetricDetection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 def _default_metrics() -> dict[str, MetricDetection]:
-    """Per-metric defaults for what the flow produces (schemas/metrics.py, operators/metric_extract.py).
+    """Per-metric defaults for what the flow produces (operators/windows/extract.py).
 
     Event rate is watched once per (model, endpoint, team), on `requests`; every other metric of
     the same series has the same count, so watching it there too would only repeat the alert.
@@ -67,9 +67,13 @@ def _default_metrics() -> dict[str, MetricDetection]:
         "input_tokens": MetricDetection(value="mean", types=list(VALUE_TYPES)),
         "output_tokens": MetricDetection(value="mean", types=list(VALUE_TYPES)),
         "cached_tokens": MetricDetection(value="mean", types=list(VALUE_TYPES)),
+        "cache_write_tokens": MetricDetection(value="mean", types=list(VALUE_TYPES)),
+        "reasoning_tokens": MetricDetection(value="mean", types=list(VALUE_TYPES)),
         "total_tokens": MetricDetection(value="mean", types=list(VALUE_TYPES)),
         "requests": MetricDetection(value="count", types=["frequency_change"]),
         "errors": MetricDetection(value="rate", types=["spike", "level_shift"]),
+        # Agent and tool steps: count = steps, sum = failed steps (watched as a failure rate).
+        "agent_steps": MetricDetection(value="rate", types=["spike", "level_shift"]),
         "cost_usd": MetricDetection(value="sum", types=list(VALUE_TYPES)),
         # A burst of findings/violations is a spike of their per-window count (Poisson floor).
         "security_findings": MetricDetection(value="count", types=["spike", "level_shift"]),

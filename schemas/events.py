@@ -50,6 +50,8 @@ from schemas.payloads.security import (
     VulnerabilityFound,
 )
 from schemas.payloads.telemetry import (
+    AGENT_OPERATIONS,
+    AgentOperation,
     ErrorOccurred,
     Latency,
     LatencyBreakdown,
@@ -75,7 +77,7 @@ from schemas.scalars import (
 SCHEMA_VERSION = "1.0.0"
 
 PAYLOAD_TYPES: tuple[type[Payload], ...] = (
-    LlmRequest, Latency, Throughput, ErrorOccurred, TokenUsage, ModelPerformance,
+    LlmRequest, Latency, Throughput, ErrorOccurred, TokenUsage, ModelPerformance, AgentOperation,
     ThreatDetected, VulnerabilityFound, ComplianceViolation, AuthDecision, PrivacyFinding,
     TokenCost, ApiCost, ResourceConsumption, BudgetAlert,
     GovernanceViolation, AuditTrail, ComplianceCheck, DataLineage,

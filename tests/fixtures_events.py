@@ -13,6 +13,7 @@ import msgspec
 
 from schemas.events import (
     EVENT_TYPE_OF,
+    AgentOperation,
     ApiCost,
     AssetDeprecated,
     AssetRegistered,
@@ -59,6 +60,8 @@ PAYLOADS: dict[str, Payload] = {p.__struct_config__.tag: p for p in (
     LlmRequest(model="gpt-4o", latency_ms=812.5, provider="openai", operation="chat", response_model="gpt-4o-2024-08-06",
                request_id="chatcmpl-123", time_to_first_token_ms=210.25, input_tokens=640, output_tokens=212,
                cached_input_tokens=128, total_tokens=852, finish_reason="stop"),
+    AgentOperation(operation="invoke_agent", name="travel-planner", latency_ms=4210.0, model="gpt-4o",
+                   provider="openai", span_name="invoke_agent travel-planner"),
     Latency(model="claude-3-5-sonnet", latency_ms=1500.0, provider="anthropic", request_id="req-9",
             breakdown=LatencyBreakdown(queue_ms=12.0, time_to_first_token_ms=300.0, generation_ms=1150.0),
             tokens_per_second=85.5),

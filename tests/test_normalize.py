@@ -491,3 +491,34 @@ def test_resource_attributes_become_tags_and_content_never_does() -> None:
     assert e.tags == {"service.name": "svc", "service.version": "1.2", "server.address": "api.openai.com",
                       "team": "search", "http.route": "/v1/chat"}
     assert e.region == "eu-west-1"
+
+
+def test_agent_and_tool_spans_are_their_own_series_not_llm_requests() -> None:
+    from operators.shard import to_columns
+    from operators.windows import extract
+    from schemas.rows import COLUMN_NAMES
+
+    spans = [
+        otlp_span({"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "travel-planner",
+                   "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 900}, span_id="a" * 16),
+        otlp_span({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "get_weather"}, span_id="b" * 16,
+                  error=True),
+        otlp_span({"openinference.span.kind": "TOOL", "tool.name": "search"}, span_id="c" * 16),
+        otlp_span({"openinference.span.kind": "CHAIN", "input.value": "x"}, span_id="d" * 16),  # not ours
+        otlp_span(CURRENT_ATTRIBUTES, span_id="e" * 16),
+    ]
+    for encode in (otlp_json_message, otlp_proto_message):
+        batch = run(encode(spans))
+        assert not batch.dead_letters and batch.skipped_spans == 1
+        steps = [(e.event_type, e.payload.operation, getattr(e.payload, "name", "")) for e in batch.events]
+        assert steps == [("telemetry.agent", "invoke_agent", "travel-planner"),
+                         ("telemetry.agent", "execute_tool", "get_weather"),
+                         ("telemetry.agent", "execute_tool", "search"),
+                         ("telemetry.request", "chat", "")]
+        assert batch.events[1].payload.is_error and batch.events[0].payload.model == "gpt-4o"
+        columns = dict(zip(COLUMN_NAMES, to_columns(batch.events)))
+        assert columns["model"][:3] == ["invoke_agent:travel-planner", "execute_tool:get_weather", "execute_tool:search"]
+        metrics = {m.name: m.values.tolist() for m in extract(columns)}
+        assert [v == v for v in metrics["requests"]] == [False, False, False, True]  # only the model call
+        assert [v == v for v in metrics["input_tokens"]] == [False, False, False, True]  # the agent's 900: not again
+        assert metrics["agent_steps"][:3] == [0.0, 1.0, 0.0]

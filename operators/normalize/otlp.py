@@ -19,13 +19,14 @@ from operators.normalize.reasons import (
     MALFORMED_PROTOBUF,
     MISSING_FIELD,
     NEGATIVE_VALUE,
+    OVERSIZED,
     Reject,
     explain,
 )
 from operators.normalize.sources import SourceRules
 from operators.normalize.checks import check_call_limits
 from operators.normalize.values import MAX_COUNT, check_time_range, count, nanos, tag_str, text
-from schemas.events import EVENT_CLASSES, SCHEMA_VERSION, Event, LlmRequest
+from schemas.events import AGENT_OPERATIONS, EVENT_CLASSES, SCHEMA_VERSION, AgentOperation, Event, LlmRequest
 from schemas.raw import RawMessage
 from schemas.scalars import MAX_MAGNITUDE
 from schemas.wire import NULL_RAW, OtlpTraces, SpanEvent
@@ -42,9 +43,9 @@ except ImportError as _exc:  # pragma: no cover
 # (llm.usage.*, llm.request.type) and OpenInference (llm.token_count.*, llm.model_name, ...).
 _SLOTS = ("provider", "model", "response_model", "input", "output", "cached", "total", "operation",
           "response_id", "finish", "error_type", "ttft", "environment", "region", "cache_write", "reasoning",
-          "cost", "params")
+          "cost", "params", "agent", "tool", "kind")
 (_PROVIDER, _MODEL, _RESP_MODEL, _IN, _OUT, _CACHED, _TOTAL, _OP, _RESP_ID, _FINISH, _ERR, _TTFT,
- _ENV, _REGION, _CACHE_WRITE, _REASONING, _COST, _PARAMS) = range(len(_SLOTS))
+ _ENV, _REGION, _CACHE_WRITE, _REASONING, _COST, _PARAMS, _AGENT, _TOOL, _KIND) = range(len(_SLOTS))
 GENAI_ATTRIBUTES: dict[str, tuple[int, int]] = {
     "gen_ai.provider.name": (_PROVIDER, 0), "gen_ai.system": (_PROVIDER, 1), "llm.provider": (_PROVIDER, 2),
     "llm.system": (_PROVIDER, 3),
@@ -76,7 +77,14 @@ GENAI_ATTRIBUTES: dict[str, tuple[int, int]] = {
     "gen_ai.usage.cost": (_COST, 0), "llm.cost.total": (_COST, 1),
     # OpenInference keeps the request model only inside the JSON of the request parameters.
     "llm.invocation_parameters": (_PARAMS, 0), "embedding.invocation_parameters": (_PARAMS, 1),
+    "gen_ai.agent.name": (_AGENT, 0), "gen_ai.tool.name": (_TOOL, 0),
 }
+# Attributes that fill a slot without making a span ours: OpenInference names a span's kind and
+# its tool outside the llm.* namespace; only these kinds are ours.
+_CONTEXT_ATTRIBUTES: dict[str, tuple[int, int]] = {"openinference.span.kind": (_KIND, 0), "tool.name": (_TOOL, 1)}
+_OUR_KINDS = frozenset(("LLM", "EMBEDDING", "AGENT", "TOOL"))
+# OpenInference span kind -> the GenAI operation of an agent or tool step.
+_KIND_OPERATION = {"AGENT": "invoke_agent", "TOOL": "execute_tool"}
 # gen_ai.* / llm.* attributes never become tags (content such as gen_ai.prompt.* is bulky and
 # sensitive); neither do OpenInference's input/output payloads.
 _NO_TAG_KEYS = frozenset(("input.value", "output.value", "input.mime_type", "output.mime_type"))
@@ -99,6 +107,7 @@ _TRACES = msgspec.json.Decoder(OtlpTraces)
 _SPAN_EVENTS = msgspec.json.Decoder(list[SpanEvent])
 _SPAN_ENC = msgspec.json.Encoder()
 _LLM_EVENT = EVENT_CLASSES[LlmRequest]
+_AGENT_EVENT = EVENT_CLASSES[AgentOperation]
 # _span_event builds LlmRequest positionally; fail loudly at import if its fields move.
 assert LlmRequest.__struct_fields__[:15] == (
     "model", "latency_ms", "provider", "operation", "response_model", "request_id", "time_to_first_token_ms",
@@ -207,26 +216,18 @@ def _span_event(slots: list[Any], tags: dict[str, str], trace_id: str, span_id: 
         resp_model = text(resp_model)
     if not model or type(model) is not str:
         model = _params_model(slots[_PARAMS]) or resp_model or UNKNOWN_MODEL
-    if not span_id:
-        if not rt.lenient:
-            raise Reject(MISSING_FIELD, "spanId", "span has no spanId, so it has no event id")
-        st.warn("generated_event_id")
-        raw = _SPAN_ENC.encode(span) if isinstance(span, msgspec.Struct) else span.SerializeToString()
-        span_id = "gen-" + hashlib.blake2b(raw, digest_size=16).hexdigest()
-    start_ns = nanos(start, "startTimeUnixNano")
-    end_ns = nanos(end, "endTimeUnixNano")
-    if start_ns <= 0:
-        raise Reject(IMPOSSIBLE_TIMESTAMP, "startTimeUnixNano", "span has no start time")
-    if end_ns < start_ns:
-        raise Reject(NEGATIVE_VALUE, "endTimeUnixNano", "span ends before it starts (negative duration)")
-    ms = start_ns // 1_000_000 - rt.skew
-    if ms > st.hi or ms < st.lo:
-        check_time_range(ms, "startTimeUnixNano", st)
+    op = slots[_OP]
+    op = op if type(op) is str else text(op)
+    if op in AGENT_OPERATIONS or slots[_KIND] in _KIND_OPERATION:
+        return _agent_event(slots, tags, trace_id, _span_id(span_id, span, rt, st), parent, name,
+                            _span_time(start, end, rt, st), failed, exc_type, rt, st,
+                            op or _KIND_OPERATION[slots[_KIND]], "" if model == UNKNOWN_MODEL else model)
+    span_id = _span_id(span_id, span, rt, st)
+    ms, latency = _span_time(start, end, rt, st)
     inp, out, cached, total, cache_write, reasoning = (
         _count_slot(slots, slot, rt, st) for slot in (_IN, _OUT, _CACHED, _TOTAL, _CACHE_WRITE, _REASONING))
     if total is None and (inp is not None or out is not None):
         total = (inp or 0) + (out or 0)
-    latency = (end_ns - start_ns) / 1e6
     ttft = slots[_TTFT]
     if ttft is not None:
         if type(ttft) not in (int, float) or not 0 <= ttft < 86_400:  # also catches NaN
@@ -249,14 +250,12 @@ def _span_event(slots: list[Any], tags: dict[str, str], trace_id: str, span_id: 
     if isinstance(finish, list):
         finish = finish[0] if finish else ""
     provider = slots[_PROVIDER]
-    op = slots[_OP]
     resp_id = slots[_RESP_ID]
     env = slots[_ENV]
     region = slots[_REGION]
     # positional, in LlmRequest field order
     p = LlmRequest(
-        model, latency, provider if type(provider) is str else text(provider), op if type(op) is str else text(op),
-        resp_model, resp_id if type(resp_id) is str else text(resp_id), ttft, inp, out, cached, total, is_error,
+        model, latency, provider if type(provider) is str else text(provider), op, resp_model, resp_id if type(resp_id) is str else text(resp_id), ttft, inp, out, cached, total, is_error,
         error_type, finish if type(finish) is str else text(finish), name, cache_write, reasoning,
         None if cost is None else float(cost),
     )
@@ -264,6 +263,50 @@ def _span_event(slots: list[Any], tags: dict[str, str], trace_id: str, span_id: 
     return _LLM_EVENT(span_id, ms, p, st.now, "telemetry", SCHEMA_VERSION, trace_id, parent,
                       "high" if is_error else "info", env if type(env) is str else text(env),
                       region if type(region) is str else text(region), tags)
+
+
+def _span_id(span_id: str, span: Any, rt: SourceRules, st: Batch) -> str:
+    """The span id is the event id; lenient mode derives one from the span's bytes."""
+    if span_id:
+        return span_id
+    if not rt.lenient:
+        raise Reject(MISSING_FIELD, "spanId", "span has no spanId, so it has no event id")
+    st.warn("generated_event_id")
+    raw = _SPAN_ENC.encode(span) if isinstance(span, msgspec.Struct) else span.SerializeToString()
+    return "gen-" + hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def _span_time(start: int | str, end: int | str, rt: SourceRules, st: Batch) -> tuple[int, float]:
+    """(event time in epoch ms, duration in ms) of a span, or Reject."""
+    start_ns = nanos(start, "startTimeUnixNano")
+    end_ns = nanos(end, "endTimeUnixNano")
+    if start_ns <= 0:
+        raise Reject(IMPOSSIBLE_TIMESTAMP, "startTimeUnixNano", "span has no start time")
+    if end_ns < start_ns:
+        raise Reject(NEGATIVE_VALUE, "endTimeUnixNano", "span ends before it starts (negative duration)")
+    ms = start_ns // 1_000_000 - rt.skew
+    if ms > st.hi or ms < st.lo:
+        check_time_range(ms, "startTimeUnixNano", st)
+    return ms, (end_ns - start_ns) / 1e6
+
+
+def _agent_event(slots: list[Any], tags: dict[str, str], trace_id: str, span_id: str, parent: str, name: str,
+                 when: tuple[int, float], failed: bool, exc_type: str, rt: SourceRules, st: Batch,
+                 operation: str, model: str) -> Event:
+    """An agent or tool span: its own event type and series, never an LLM request."""
+    ms, latency = when
+    step = text(slots[_AGENT] if operation != "execute_tool" else slots[_TOOL]) or name
+    err = slots[_ERR]
+    is_error = failed or bool(err)
+    error_type = _error_name(text(err) if err else exc_type or "_OTHER") if is_error else ""
+    limit = rt.limits.max_name_length
+    if len(step) > limit or len(model) > limit or len(operation) > limit:
+        raise Reject(OVERSIZED, "gen_ai.agent.name", f"an agent, tool, model or operation name is longer than "
+                     f"{limit} characters (normalization.limits.max_name_length)")
+    p = AgentOperation(operation, step, latency, model, text(slots[_PROVIDER]), is_error,
+                       error_type, name)
+    return _AGENT_EVENT(span_id, ms, p, st.now, "telemetry", SCHEMA_VERSION, trace_id, parent,
+                        "high" if is_error else "info", text(slots[_ENV]), text(slots[_REGION]), tags)
 
 
 def _count_slot(slots: list[Any], slot: int, rt: SourceRules, st: Batch) -> int | None:
@@ -391,12 +434,17 @@ def _span_attrs(attrs: Any, amap: dict[str, str], res_slots: dict[int, Any], res
                 ranks[slot] = rank
         elif key.startswith(_LLM_PREFIXES):
             llm = True
+        elif key in _CONTEXT_ATTRIBUTES:
+            slot, rank = _CONTEXT_ATTRIBUTES[key]
+            if rank < ranks[slot]:
+                slots[slot] = val
+                ranks[slot] = rank
         elif val is not None and key not in _NO_TAG_KEYS:
             if type(val) is not str:
                 val = tag_str(val)
             if len(val) <= MAX_TAG_VALUE:
                 tags[key] = val
-    if not llm:
+    if not llm and slots[_KIND] not in _OUR_KINDS:
         return None, {}
     for slot, (val, rank) in res_slots.items():
         if slots[slot] is None:

@@ -20,6 +20,7 @@ from config.cost import ModelSettings
 from operators.normalize.model_names import ModelNames
 from schemas.events import (
     EVENT_TYPE_OF,
+    AgentOperation,
     ApiCost,
     AssetDeprecated,
     AssetRegistered,
@@ -67,6 +68,12 @@ def _llm(p: LlmRequest) -> Extracted:
     return (p.response_model or p.model, p.provider, "", p.latency_ms, p.time_to_first_token_ms, p.input_tokens,
             p.output_tokens, p.cached_input_tokens, p.total_tokens, 1 if p.is_error else 0, p.error_type, p.cost_usd,
             p.operation, "", "error" if p.is_error else "success")
+
+
+def _agent(p: AgentOperation) -> Extracted:
+    # The series of an agent or tool step is named `<operation>:<name>`, apart from model calls.
+    return (f"{p.operation}:{p.name}", p.provider, "", p.latency_ms, _N, _N, _N, _N, _N, 1 if p.is_error else 0,
+            p.error_type, _N, p.operation, "", "error" if p.is_error else "success")
 
 
 def _latency(p: Latency) -> Extracted:
@@ -179,7 +186,7 @@ def _audit_logged(p: AuditLogged) -> Extracted:
 
 
 EXTRACTORS: dict[type, Callable[[Any], Extracted]] = {
-    LlmRequest: _llm, Latency: _latency, Throughput: _throughput, ErrorOccurred: _error, TokenUsage: _tokens,
+    LlmRequest: _llm, AgentOperation: _agent, Latency: _latency, Throughput: _throughput, ErrorOccurred: _error, TokenUsage: _tokens,
     ModelPerformance: _performance,
     ThreatDetected: _threat, VulnerabilityFound: _vulnerability, ComplianceViolation: _sec_compliance,
     AuthDecision: _auth, PrivacyFinding: _privacy,

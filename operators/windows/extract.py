@@ -22,8 +22,9 @@ COMPLIANCE_TYPES = {"governance.compliance", "compliance.verified", "policy.eval
 VIOLATION_TYPES = {"governance.violation", "violation.detected"}
 
 
-# Event type -> 1 request, 2 policy violation, 3 compliance check (0: none of these).
-TYPE_CODE = {**{t: 1 for t in REQUEST_TYPES}, **{t: 2 for t in VIOLATION_TYPES}, **{t: 3 for t in COMPLIANCE_TYPES}}
+# Event type -> 1 request, 2 policy violation, 3 compliance check, 4 agent/tool step (0: none).
+TYPE_CODE = {**{t: 1 for t in REQUEST_TYPES}, **{t: 2 for t in VIOLATION_TYPES}, **{t: 3 for t in COMPLIANCE_TYPES},
+             "telemetry.agent": 4}
 
 
 def _floats(column: list) -> np.ndarray:
@@ -56,7 +57,9 @@ def extract(columns: dict[str, list]) -> list[MetricValues]:
     out.append(MetricValues("cost_usd", np.where(billed, _floats(columns["cost_usd"]), np.nan)))
     request = code == 1
     out.append(MetricValues("requests", np.where(request, 1.0, np.nan)))
-    out.append(MetricValues("errors", np.where(request, np.array(columns["is_error"], dtype=np.float64), np.nan)))
+    failed = np.array(columns["is_error"], dtype=np.float64)
+    out.append(MetricValues("errors", np.where(request, failed, np.nan)))
+    out.append(MetricValues("agent_steps", np.where(code == 4, failed, np.nan)))
     out.append(MetricValues("security_findings", np.where(source == "security", 1.0, np.nan)))
     out.append(MetricValues("policy_violations", np.where(code == 2, 1.0, np.nan)))
     checks = np.full(len(code), np.nan)

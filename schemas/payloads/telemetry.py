@@ -47,6 +47,25 @@ class LlmRequest(Payload, tag="telemetry.request"):
     cost_source: CostSource = ""
 
 
+# GenAI operation names of agent and tool spans: steps of an agent, not model calls.
+AGENT_OPERATIONS = frozenset(("create_agent", "invoke_agent", "execute_tool"))
+
+
+class AgentOperation(Payload, tag="telemetry.agent"):
+    """One agent or tool step (an `invoke_agent`, `create_agent` or `execute_tool` span): its own
+    series, never an LLM request, so a run's model calls (their own spans) are not counted twice."""
+
+    SOURCE: ClassVar[str] = "telemetry"
+    operation: str
+    name: str
+    latency_ms: DurationMs
+    model: str = ""
+    provider: str = ""
+    is_error: bool = False
+    error_type: str = ""
+    span_name: str = ""
+
+
 class LatencyBreakdown(msgspec.Struct, omit_defaults=True, gc=False):
     """Where the time of one request went."""
 
