@@ -8,6 +8,7 @@ HUB_* environment variables, Kafka input required).
 from __future__ import annotations
 
 import sys
+from contextlib import closing
 from datetime import timedelta
 
 import bytewax.operators as op
@@ -19,13 +20,16 @@ from config.cost import load_prices
 from config.settings import HubConfig, kafka_client_config, load_config
 from connectors import worker_metrics as metrics
 from connectors.clickhouse_sink import ClickHouseSink
+from connectors.clickhouse import connect
 from connectors.kafka_sink import KafkaTopicSink, Record
 from connectors.kafka_source import KafkaBatchSource
+from connectors.price_store import stored_price_changes
 from operators.detect import DetectionState
 from operators.normalize import Normalizer
 from operators.cost import PriceTable, Pricer
 from operators.normalize.model_names import ModelNames
 from operators.shard import BILLED, ColumnRules, ShardState, ShardSteps, process
+from schemas.events import PriceChange
 from schemas.incidents import alert_json
 from schemas.items import DetectionOutput, RawBatch, ShardOutput
 from schemas.rows import dead_letter_record
@@ -43,11 +47,13 @@ def kafka_source(cfg: HubConfig, stop_at_end: bool) -> KafkaBatchSource:
 GIL_SWITCH_INTERVAL_S = 0.05
 
 
-def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | None = None) -> Dataflow:
+def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | None = None,
+               prices: list[tuple[int, PriceChange]] | None = None) -> Dataflow:
     """`store` replaces the ClickHouse output and drops the topic outputs: bench/pipeline.py's
-    --ceiling passes a discarding sink to measure the flow with nothing written anywhere."""
+    --ceiling passes a discarding sink to measure the flow with nothing written anywhere.
+    `prices`: price changes stored by earlier runs (connectors.price_store)."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    steps = shard_steps(cfg)
+    steps = shard_steps(cfg, prices or [])
     lateness_ms = cfg.windows.allowed_lateness_s * 1000
     dedup_ms = cfg.normalization.dedup_window_s * 1000
     dedup_max = cfg.normalization.dedup_max_entries
@@ -84,13 +90,15 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | Non
     return flow
 
 
-def shard_steps(cfg: HubConfig) -> ShardSteps:
-    """Normalizer, pricer and column rules from config (price files are read here, once)."""
+def shard_steps(cfg: HubConfig, prices: list[tuple[int, PriceChange]] | None = None) -> ShardSteps:
+    """Normalizer, pricer and column rules from config (price files are read here, once), the
+    price table completed with stored price changes."""
     topic_sources = {topic: src for src, topic in cfg.kafka.topics.by_source().items()}
     names = ModelNames(cfg.models)
+    pricer = Pricer(PriceTable(load_prices(cfg.cost.price_files), names), cfg.cost)
+    pricer.learn(prices or [])
     return ShardSteps(Normalizer(cfg.normalization, topic_sources=topic_sources), cfg.windows.idle_close_s * 1000,
-                      Pricer(PriceTable(load_prices(cfg.cost.price_files), names), cfg.cost),
-                      ColumnRules(names.canonical, BILLED[cfg.cost.count_from]))
+                      pricer, ColumnRules(names.canonical, BILLED[cfg.cost.count_from]))
 
 
 def _dead_letter_records(kv: tuple[str, ShardOutput]) -> list[Record] | None:
@@ -117,7 +125,9 @@ def _count(out: ShardOutput) -> None:
 def get_flow() -> Dataflow:
     """Entry point for `python -m bytewax.run` cluster deployments (tails Kafka)."""
     cfg = load_config()
-    return build_flow(cfg, kafka_source(cfg, stop_at_end=False))
+    with closing(connect(cfg.clickhouse)) as client:
+        prices = stored_price_changes(client)
+    return build_flow(cfg, kafka_source(cfg, stop_at_end=False), prices=prices)
 
 
 def epoch(cfg: HubConfig) -> timedelta:

@@ -17,6 +17,7 @@ from connectors.clickhouse import connect, is_embedded
 from connectors.file_source import FileSource, SyntheticSource
 from connectors.kafka_source import check_broker
 from connectors.migrations import migrate
+from connectors.price_store import stored_price_changes
 from flows.pipeline import build_flow, epoch, kafka_source
 from flows.tables import print_rows
 
@@ -64,9 +65,10 @@ def run(args: argparse.Namespace, cfg: HubConfig) -> int:
 
     if args.events is not None and args.events <= 0:
         raise RunError("--events must be > 0")
-    if not args.no_migrate:
-        with closing(connect(cfg.clickhouse)) as client:
+    with closing(connect(cfg.clickhouse)) as client:
+        if not args.no_migrate:
             migrate(client, cfg.retention)
+        prices = stored_price_changes(client)
     source, label = choose_source(args, cfg)
     if cfg.metrics.port:
         worker_metrics.serve(cfg.metrics.host, cfg.metrics.port)
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace, cfg: HubConfig) -> int:
             init_db_dir(path, cfg.recovery.partitions)
         backup = cfg.recovery.backup_interval_s
         recovery = RecoveryConfig(str(path), backup_interval=timedelta(seconds=backup) if backup else None)
-    flow = build_flow(cfg, source)
+    flow = build_flow(cfg, source, prices=prices)
     print(f"hub run: reading {label}; writing to {cfg.clickhouse.dsn}", file=sys.stderr, flush=True)
     started = time.monotonic()
     addresses = args.addresses.split(";") if args.addresses else None

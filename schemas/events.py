@@ -24,7 +24,7 @@ import msgspec
 from msgspec import Meta
 
 from schemas.payloads.base import Payload
-from schemas.payloads.cost import ApiCost, BudgetAlert, ResourceConsumption, TokenCost
+from schemas.payloads.cost import ApiCost, BudgetAlert, PriceChange, ResourceConsumption, TokenCost
 from schemas.payloads.governance import AuditTrail, ComplianceCheck, DataLineage, GovernanceViolation
 from schemas.payloads.policy import (
     AuditLogged,
@@ -79,7 +79,7 @@ SCHEMA_VERSION = "1.0.0"
 PAYLOAD_TYPES: tuple[type[Payload], ...] = (
     LlmRequest, Latency, Throughput, ErrorOccurred, TokenUsage, ModelPerformance, AgentOperation,
     ThreatDetected, VulnerabilityFound, ComplianceViolation, AuthDecision, PrivacyFinding,
-    TokenCost, ApiCost, ResourceConsumption, BudgetAlert,
+    TokenCost, ApiCost, ResourceConsumption, BudgetAlert, PriceChange,
     GovernanceViolation, AuditTrail, ComplianceCheck, DataLineage,
     AssetRegistered, AssetUpdated, AssetDeprecated, VersionPublished, VersionPromoted, VersionRetired,
     PolicyEvaluated, ViolationDetected, ComplianceVerified, PolicyUpdated, AuditLogged,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from config.cost import CostSettings
 from operators.cost.calls import TokenKinds, call_cost
-from operators.cost.prices import PriceTable
-from schemas.events import Event, LlmRequest
+from operators.cost.prices import PriceTable, Rates
+from schemas.events import Event, LlmRequest, PriceChange
 
 
 class Pricer:
@@ -34,7 +34,15 @@ class Pricer:
         self.table = table
         self.kinds = TokenKinds(settings.input_includes_cached, settings.output_includes_reasoning)
 
+    def learn(self, changes: list[tuple[int, PriceChange]]) -> None:
+        """Price changes (effective time in ms, change), e.g. those stored before a restart."""
+        for start_ms, c in changes:
+            self.table.add_at(c.provider, c.model, start_ms, Rates.per_million(
+                c.input, c.output, c.cached_input, c.cache_write, c.reasoning))
+
     def price(self, events: list[Event]) -> None:
+        """Price changes in the batch first (they apply by event time), then every LLM call."""
+        self.learn([(e.event_time_ms, e.payload) for e in events if type(e.payload) is PriceChange])
         rates_of = self.table.rates
         for e in events:
             p = e.payload

@@ -24,10 +24,12 @@ class Rates(msgspec.Struct, frozen=True, gc=False):
     reasoning: float
 
     @classmethod
-    def of(cls, p: ModelPrice) -> Rates:
-        return cls(p.input * _PER_TOKEN, (p.input if p.cached_input is None else p.cached_input) * _PER_TOKEN,
-                   (p.input if p.cache_write is None else p.cache_write) * _PER_TOKEN, p.output * _PER_TOKEN,
-                   (p.output if p.reasoning is None else p.reasoning) * _PER_TOKEN)
+    def per_million(cls, input: float, output: float, cached_input: float | None = None,
+                    cache_write: float | None = None, reasoning: float | None = None) -> Rates:
+        """From USD per 1M tokens, with the price file's defaults for the kinds left out."""
+        return cls(input * _PER_TOKEN, (input if cached_input is None else cached_input) * _PER_TOKEN,
+                   (input if cache_write is None else cache_write) * _PER_TOKEN, output * _PER_TOKEN,
+                   (output if reasoning is None else reasoning) * _PER_TOKEN)
 
 
 class PriceTable:
@@ -61,16 +63,19 @@ class PriceTable:
             self.add(p)
 
     def add(self, price: ModelPrice) -> None:
-        """Later additions win over earlier ones with the same effective date (user files, price events)."""
-        start = (price.effective_from - _EPOCH).days * 86_400_000
-        provider = self.names.provider(price.provider)
+        """Later additions win over earlier ones with the same effective date (user files)."""
+        rates = Rates.per_million(price.input, price.output, price.cached_input, price.cache_write, price.reasoning)
         for model in price.models:
-            timeline = self._by_name.setdefault(model.lower(), {}).setdefault(provider, [])
-            at = bisect.bisect_left(timeline, start, key=lambda e: e[0])
-            if at < len(timeline) and timeline[at][0] == start:
-                timeline[at] = (start, Rates.of(price))
-            else:
-                timeline.insert(at, (start, Rates.of(price)))
+            self.add_at(price.provider, model, (price.effective_from - _EPOCH).days * 86_400_000, rates)
+
+    def add_at(self, provider: str, model: str, start_ms: int, rates: Rates) -> None:
+        """One model's rates from `start_ms` on (a price file entry, a price change event)."""
+        timeline = self._by_name.setdefault(model.lower(), {}).setdefault(self.names.provider(provider), [])
+        at = bisect.bisect_left(timeline, start_ms, key=lambda e: e[0])
+        if at < len(timeline) and timeline[at][0] == start_ms:
+            timeline[at] = (start_ms, rates)
+        else:
+            timeline.insert(at, (start_ms, rates))
         self._resolved.clear()
 
     def rates(self, provider: str, model: str, at_ms: int) -> Rates | None:

@@ -17,6 +17,7 @@ from schemas.events import (
     ErrorOccurred,
     Latency,
     LlmRequest,
+    PriceChange,
     ResourceConsumption,
     TokenCost,
     TokenUsage,
@@ -122,4 +123,5 @@ CHECKS: dict[type, Callable[[Any, SourceRules, Batch, str], None]] = {
     ApiCost: _convert_money,
     ResourceConsumption: _convert_money,
     BudgetAlert: _convert_money,
+    PriceChange: _convert_money,
 }

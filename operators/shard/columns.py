@@ -41,6 +41,7 @@ from schemas.events import (
     ModelPerformance,
     PolicyEvaluated,
     PolicyUpdated,
+    PriceChange,
     PrivacyFinding,
     ResourceConsumption,
     ThreatDetected,
@@ -138,6 +139,11 @@ def _budget(p: BudgetAlert) -> Extracted:
     return ("", "", "", _N, _N, _N, _N, _N, _N, 0, "", _N, "budget", p.budget_id, over)
 
 
+def _price(p: PriceChange) -> Extracted:
+    # A price is not a charge: no cost_usd.
+    return (p.model, p.provider, "", _N, _N, _N, _N, _N, _N, 0, "", _N, "price", "", "")
+
+
 def _gov_violation(p: GovernanceViolation) -> Extracted:
     return (p.model, "", p.asset_id, _N, _N, _N, _N, _N, _N, 0, "", _N, p.violation_type, p.policy_id, "violated")
 
@@ -191,6 +197,7 @@ EXTRACTORS: dict[type, Callable[[Any], Extracted]] = {
     ThreatDetected: _threat, VulnerabilityFound: _vulnerability, ComplianceViolation: _sec_compliance,
     AuthDecision: _auth, PrivacyFinding: _privacy,
     TokenCost: _token_cost, ApiCost: _api_cost, ResourceConsumption: _resource, BudgetAlert: _budget,
+    PriceChange: _price,
     GovernanceViolation: _gov_violation, AuditTrail: _audit, ComplianceCheck: _check, DataLineage: _lineage,
     AssetRegistered: _asset("registered"), AssetUpdated: _asset("updated"), AssetDeprecated: _asset("deprecated"),
     VersionPublished: _asset("published"), VersionPromoted: _promoted, VersionRetired: _asset("retired"),

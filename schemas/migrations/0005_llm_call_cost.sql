@@ -26,3 +26,30 @@ CREATE TABLE IF NOT EXISTS skipped_inputs
 ENGINE = ReplacingMergeTree
 PARTITION BY toDate(ingest_time)
 ORDER BY (topic, partition, offset, reason);
+
+-- Price changes (cost.price events) kept without a TTL, so a restart prices calls as before: every
+-- `hub run` loads them into its price table on top of the price files.
+CREATE TABLE IF NOT EXISTS model_prices
+(
+    effective_from DateTime64(3, 'UTC'),
+    provider       LowCardinality(String),
+    model          String,
+    input          Float64,
+    output         Float64,
+    cached_input   Nullable(Float64),
+    cache_write    Nullable(Float64),
+    reasoning      Nullable(Float64),
+    event_id       String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (provider, model, effective_from, event_id);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS model_prices_mv TO model_prices AS
+SELECT event_time AS effective_from, provider, JSONExtractString(payload, 'model') AS model,
+       JSONExtractFloat(payload, 'input') AS input, JSONExtractFloat(payload, 'output') AS output,
+       JSONExtract(payload, 'cached_input', 'Nullable(Float64)') AS cached_input,
+       JSONExtract(payload, 'cache_write', 'Nullable(Float64)') AS cache_write,
+       JSONExtract(payload, 'reasoning', 'Nullable(Float64)') AS reasoning,
+       event_id
+FROM events
+WHERE event_type = 'cost.price';

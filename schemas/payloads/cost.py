@@ -69,3 +69,19 @@ class BudgetAlert(Payload, tag="cost.budget"):
     threshold: Ratio | None = None
     forecast: Money | None = None
     currency: Currency = "USD"
+
+
+class PriceChange(Payload, tag="cost.price"):
+    """A model's token prices from this event's time on, per 1M tokens in `currency` (USD once
+    normalized), as a CostOps system announces them: calls at or after the event time are priced
+    with it, and `hub run` reloads every price change it stored when it starts."""
+
+    SOURCE: ClassVar[str] = "cost"
+    provider: str
+    model: str
+    input: Money
+    output: Money
+    cached_input: Money | None = None
+    cache_write: Money | None = None
+    reasoning: Money | None = None
+    currency: Currency = "USD"
