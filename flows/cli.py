@@ -102,6 +102,16 @@ def build_parser() -> Parser:
     mig.add_argument("--status", action="store_true", help="list migrations and whether they are applied; change nothing")
     mig.set_defaults(func=cmd_migrate)
 
+    rep = sub.add_parser("reprice", parents=[common], help="recompute inferred call costs after a price change",
+                         description="Price again every stored LLM call since --since whose cost was inferred or "
+                                     "unknown, with the current price table (price files and stored price changes), "
+                                     "and rebuild the cost rollups they feed. Reported costs are never changed; "
+                                     "running it again changes nothing.")
+    rep.add_argument("--since", required=True, metavar="DATE", help="first event time to reprice (YYYY-MM-DD, UTC)")
+    rep.add_argument("--until", metavar="DATE", help="event times before this only (default: all after --since)")
+    rep.add_argument("--dry-run", action="store_true", help="count what would change, write nothing")
+    rep.set_defaults(func=cmd_reprice)
+
     q = sub.add_parser("query", parents=[common], help="run SQL or a canned report against the store",
                        description="Run a SQL query (or --report) against the configured ClickHouse store.")
     q.add_argument("sql", nargs="?", help="SQL to run")
@@ -165,6 +175,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         new = migrate(client, cfg.retention)
     print(f"applied {len(new)} migration(s){': ' + ', '.join(new) if new else ''}; store is up to date")
     return 0
+
+
+def cmd_reprice(args: argparse.Namespace) -> int:
+    from flows.reprice import cmd_reprice as reprice
+
+    return reprice(config_from(args), args.since, args.until, args.dry_run)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
