@@ -2,10 +2,11 @@
 dead-letter them with a reason.
 
 Per batch, per message: detect the wire format (first JSON key, else key probes; protobuf by
-its first byte; see formats), decode with msgspec straight into the wire Structs (type, range,
+its first byte and a structural probe; see formats), decode with msgspec straight into the wire Structs (type, range,
 format and enum rules are checked there, in C), then apply what types can't say: timestamps
 to UTC epoch ms with per-source clock skew, units, currency, severity aliases, cross-field
-rules (values, checks). OTLP traces go span by span (otlp); JSON that needs field mappings or
+rules (values, checks). OTLP traces go span by span (otlp), OTLP metrics point by point and
+logs record by record (otlp_metrics); JSON that needs field mappings or
 lenient fixes takes a slower untyped path (lenient). Anything that fails becomes a
 `DeadLetter` with a short code and a sentence a human can act on (reasons); the normalizer
 never raises, whatever the bytes.
