@@ -126,6 +126,9 @@ def test_detect_format_tells_traces_metrics_and_logs_apart() -> None:
         "otlp_metrics_proto", "otlp_metrics_proto", "otlp_logs_proto"]
     assert [detect_format(encode(r, False)) for r in (mreq, ereq, lreq)] == [
         "otlp_metrics_json", "otlp_metrics_json", "otlp_logs_json"]
+    big = request(metric("gen_ai.client.operation.duration", [  # multi-byte lengths all the way down
+        exponential([0.5] * 3, 6, {**MODEL_ATTRS, "x": "y" * 300}, t1)]), resource={"r": "z" * 20_000})
+    assert detect_format(encode(big, True)) == "otlp_metrics_proto"
     assert detect_format(otlp_proto_message([span])) == "otlp_proto"
     assert detect_format(otlp_json_message([span])) == "otlp_json"
 

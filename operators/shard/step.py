@@ -119,8 +119,9 @@ def _fold_points(state: ShardState, points: list, steps: ShardSteps, out: ShardO
     if late:
         wm, wms = state.windows.watermark_ms, state.windows.window_ms
         out.late_rows = out.late_rows + [
-            [f"{p.series.metric}:{p.series.model}@{p.time_ms}", p.time_ms, (p.time_ms - p.time_ms % wms) // 1000, wm,
-             wm - (p.time_ms - p.time_ms % wms + wms), "telemetry", p.series.model, shard, now_ms]
+            [f"{p.summary.series.metric}:{p.summary.series.model}@{p.time_ms}", p.time_ms,
+             (p.time_ms - p.time_ms % wms) // 1000, wm, wm - (p.time_ms - p.time_ms % wms + wms), "telemetry",
+             p.summary.series.model, shard, now_ms]
             for p in late]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 
 from operators.windows import sketch
@@ -44,16 +45,11 @@ class MetricValues:
 @dataclass(frozen=True)
 class Partial:
     """A pre-aggregated part of one series' window (an OTLP histogram point, mapped to the hub's
-    log buckets): folded in as it is, never expanded into fake events."""
+    log buckets) at event time `time_ms`: folded in as it is, never expanded into fake events.
+    `summary` is filled like a closed window; its window start is set when it is folded in."""
 
-    series: SeriesKey
     time_ms: int
-    count: int
-    sum: float
-    min: float
-    max: float
-    sumsq: float
-    hist: dict[int, int]
+    summary: WindowMetric
 
 
 class WindowAggregator:
@@ -110,7 +106,7 @@ class WindowAggregator:
             start = p.time_ms - p.time_ms % self.window_ms
             if start + self.window_ms + self.lateness_ms <= self.watermark_ms or start < self.closed_floor_ms:
                 late.append(p)
-            elif p.count:
+            elif p.summary.count:
                 self.partials.append((start, p))
             self.watermark_ms = max(self.watermark_ms, p.time_ms)
         return late
@@ -239,18 +235,18 @@ def _merge_partials(out: list[WindowMetric], ready: list[tuple[int, Partial]], w
     as `_close`: by window, then series name."""
     by_key = {(w.series, w.window_start_ms): w for w in out}
     for start, p in ready:
-        w = by_key.get((p.series, start))
+        s = p.summary
+        w = by_key.get((s.series, start))
         if w is None:
-            by_key[(p.series, start)] = WindowMetric(
-                series=p.series, window_start_ms=start, window_ms=window_ms, count=p.count, sum=p.sum, min=p.min,
-                max=p.max, sumsq=p.sumsq, hist=dict(p.hist))
+            by_key[(s.series, start)] = msgspec.structs.replace(s, window_start_ms=start, window_ms=window_ms,
+                                                                hist=dict(s.hist))
             continue
-        w.count += p.count
-        w.sum += p.sum
-        w.sumsq += p.sumsq
-        w.min = min(w.min, p.min)
-        w.max = max(w.max, p.max)
-        sketch.merge_into(w.hist, p.hist)
+        w.count += s.count
+        w.sum += s.sum
+        w.sumsq += s.sumsq
+        w.min = min(w.min, s.min)
+        w.max = max(w.max, s.max)
+        sketch.merge_into(w.hist, s.hist)
     return sorted(by_key.values(), key=lambda w: (w.window_start_ms, w.series.metric, w.series.model,
                                                   w.series.endpoint, w.series.team))
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from operators.windows import sketch
 from operators.windows.aggregator import Partial
-from schemas.metrics import MetricPoint, SeriesKey
+from schemas.metrics import MetricPoint, SeriesKey, WindowMetric
 
 MAX_STREAMS = 100_000
 
@@ -153,7 +153,8 @@ def to_partials(p: MetricPoint, canonical: Callable[[str], str] = str) -> list[P
 
     >>> p = MetricPoint(metric="latency_ms", model="gpt-4o", time_ms=60_000, count=3, sum=1.5, min=0.25, max=0.75,
     ...                 factor=1000.0, bounds=[0.5], counts=[2, 1], requests=True, error=True)
-    >>> [(x.series.metric, x.count, x.sum, x.min, x.max) for x in to_partials(p)]
+    >>> [(x.summary.series.metric, x.summary.count, x.summary.sum, x.summary.min, x.summary.max)
+    ...  for x in to_partials(p)]
     [('latency_ms', 3, 1500.0, 250.0, 750.0), ('requests', 3, 3.0, 1.0, 1.0), ('errors', 3, 3.0, 1.0, 1.0)]
     """
     if p.count <= 0:
@@ -170,13 +171,15 @@ def to_partials(p: MetricPoint, canonical: Callable[[str], str] = str) -> list[P
     lo = p.min * f if exact and p.min is not None else float(vals.min())
     hi = p.max * f if exact and p.max is not None else float(vals.max())
     model, endpoint, team = canonical(p.model), p.endpoint, p.team
-    out = [Partial(SeriesKey(p.metric, model, endpoint, team), p.time_ms, p.count, total, lo, hi,
-                   float((vals * vals * cnt).sum()), hist)]
+    def part(metric: str, total: float, lo: float, hi: float, sumsq: float, hist: dict[int, int]) -> Partial:
+        return Partial(p.time_ms, WindowMetric(series=SeriesKey(metric, model, endpoint, team), window_start_ms=0,
+                                               window_ms=0, count=p.count, sum=total, min=lo, max=hi, sumsq=sumsq,
+                                               hist=hist))
+
+    out = [part(p.metric, total, lo, hi, float((vals * vals * cnt).sum()), hist)]
     if p.requests:
         n = float(p.count)
-        out.append(Partial(SeriesKey("requests", model, endpoint, team), p.time_ms, p.count, n, 1.0, 1.0, n,
-                           {0: p.count}))
+        out.append(part("requests", n, 1.0, 1.0, n, {0: p.count}))
         e = 1.0 if p.error else 0.0
-        out.append(Partial(SeriesKey("errors", model, endpoint, team), p.time_ms, p.count, n * e, e, e, n * e,
-                           {0 if p.error else sketch.ZERO_BUCKET: p.count}))
+        out.append(part("errors", n * e, e, e, n * e, {0 if p.error else sketch.ZERO_BUCKET: p.count}))
     return out
