@@ -12,7 +12,10 @@ import msgspec
 from msgspec import Meta
 
 Mode = Literal["strict", "lenient"]
-WireFormat = Literal["auto", "hub", "base", "otlp_json", "otlp_proto"]
+# otlp_json / otlp_proto are OTLP traces; OTLP metrics and logs have their own names, since their
+# protobuf messages start with the same wire tag as traces (see operators/normalize/formats.py).
+WireFormat = Literal["auto", "hub", "base", "otlp_json", "otlp_proto", "otlp_metrics_json", "otlp_metrics_proto",
+                     "otlp_logs_json", "otlp_logs_proto"]
 CostUnit = Literal["usd", "cents", "micros"]
 
 # Currency -> USD rates used when a source sends no better ones. Operators should set real rates.

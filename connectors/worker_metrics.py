@@ -10,7 +10,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 EVENTS = Counter("hub_events_total", "Events normalized and accepted", ["shard"])
 DEAD_LETTERS = Counter("hub_dead_letters_total", "Inputs rejected to the dead-letter table/topic", ["reason"])
-SKIPPED = Counter("hub_skipped_inputs_total", "Inputs that are not ours (OTLP spans that are not LLM calls)",
+SKIPPED = Counter("hub_skipped_inputs_total", "Inputs that are not events (OTLP spans that are not LLM calls, metric points, log records)",
                   ["reason"])
 LATE = Counter("hub_late_events_total", "Events later than the allowed lateness (kept in late_events)")
 WINDOWS = Counter("hub_windows_closed_total", "1-minute series windows closed and written")

@@ -83,6 +83,9 @@ def _index() -> str:
         lines += [f"- [`{name}`]({name}) — {title}: {description}"]
     lines += [
         "- `otlp_proto` — OTLP protobuf `ExportTraceServiceRequest` (no JSON Schema; see opentelemetry-proto).",
+        "- `otlp_metrics_json` / `otlp_metrics_proto`, `otlp_logs_json` / `otlp_logs_proto` — OTLP "
+        "`ExportMetricsServiceRequest` / `ExportLogsServiceRequest` in OTLP/JSON or protobuf (no JSON Schema; "
+        "see opentelemetry-proto): GenAI client metric histograms feed the windows; log records are counted.",
         "",
         f"Event types ({len(EVENT_TYPES)}): " + ", ".join(f"`{t}`" for t in EVENT_TYPES),
         "",

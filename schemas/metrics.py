@@ -64,3 +64,44 @@ def window_rows(windows: list[WindowMetric]) -> list[list[Any]]:
     """
     return [[w.series.metric, w.series.model, w.series.endpoint, w.series.team, w.window_start_ms // 1000, w.shard,
              w.count, w.sum, w.min, w.max, w.sumsq, w.hist] for w in windows]
+
+
+class MetricPoint(msgspec.Struct, kw_only=True):
+    """One OTLP histogram data point of a GenAI client metric, decoded and checked but not yet
+    folded: the shard step turns cumulative points into deltas (it holds the previous point per
+    stream) and adds the result to its windows as a partial aggregate, not as fake events.
+
+    `metric` is the hub metric it feeds (`latency_ms`, `input_tokens`, `output_tokens`); values
+    are in the hub's unit once multiplied by `factor` (seconds -> ms: 1000). Explicit-bucket
+    points carry `bounds` and `counts` (len(bounds) + 1 buckets); exponential ones carry `scale`,
+    `offset`, `counts` (positive buckets from `offset`) and `zero_count`. `min`/`max` are None when
+    the point has none. `requests` marks duration points: each observation is also a request, an
+    error when `error` (the point has `error.type`).
+    """
+
+    metric: str
+    model: str
+    endpoint: str = ""
+    team: str = ""
+    # Identity of the OTLP stream (metric name + resource, scope and point attributes).
+    stream: str = ""
+    start_ns: int = 0
+    time_ns: int = 0
+    # Event time (time_ns in ms, minus the source's clock skew): the window the point lands in.
+    time_ms: int = 0
+    cumulative: bool = False
+    count: int = 0
+    sum: float | None = None
+    min: float | None = None
+    max: float | None = None
+    factor: float = 1.0
+    bounds: list[float] = []
+    counts: list[int] = []
+    scale: int | None = None
+    offset: int = 0
+    zero_count: int = 0
+    requests: bool = False
+    error: bool = False
+    # Set on deltas of cumulative points: min/max then bound the values (they cover the whole
+    # stream) rather than being this delta's own.
+    bounded: bool = False

@@ -3,7 +3,8 @@
 `Normalizer` (normalizer) is the entry point. Its rules live one concept per module: formats
 (telling wire formats apart), reasons (dead-letter codes and sentences), values (times,
 units, counts, versions), sources (source aliases, per-source settings), checks (per-payload
-rules), lenient (field mappings and lenient fixes), otlp (OTLP spans), batch (one call's state
+rules), lenient (field mappings and lenient fixes), otlp (OTLP spans), otlp_metrics (OTLP
+metrics and logs), batch (one call's state
 and result). The names below are the package's API; the rest is internal to it.
 """
 from operators.normalize.batch import NormalizedBatch

@@ -7,6 +7,7 @@ import msgspec
 
 from operators.normalize.reasons import INTERNAL_ERROR, MALFORMED_JSON, explain
 from schemas.events import Event
+from schemas.metrics import MetricPoint
 from schemas.raw import DeadLetter, RawMessage, Skipped
 
 
@@ -28,6 +29,8 @@ class NormalizedBatch(msgspec.Struct):
     skipped: list[Skipped] = []
     # Index of the first event each message produced, in message order: where an event came from.
     starts: list[int] = []
+    # OTLP metric data points (GenAI client histograms) for the shard step to fold into windows.
+    metric_points: list[MetricPoint] = []
 
     @property
     def skipped_spans(self) -> int:
@@ -50,7 +53,7 @@ class Batch:
     """
 
     __slots__ = ("now", "hints", "max_age", "max_future", "ref", "lo", "hi", "events", "dead", "warnings",
-                 "dl_counts", "warn_counts", "skipped", "starts")
+                 "dl_counts", "warn_counts", "skipped", "starts", "points")
 
     def __init__(self, now: int, hints: dict[str, str], max_age: int, max_future: int) -> None:
         self.now = now
@@ -66,11 +69,12 @@ class Batch:
         self.warn_counts: dict[str, int] = {}
         self.skipped: list[Skipped] = []
         self.starts: list[int] = []
+        self.points: list[MetricPoint] = []
 
     def result(self) -> NormalizedBatch:
         """What the call hands back once every message is accounted for."""
         return NormalizedBatch(self.events, self.dead, self.warnings, self.dl_counts, self.warn_counts, self.skipped,
-                               self.starts)
+                               self.starts, self.points)
 
     def skip(self, m: RawMessage, reason: str, count: int) -> None:
         """`count` inputs of message m that are not ours (not errors): counted, not stored."""

@@ -2,10 +2,11 @@
 dead-letter them with a reason.
 
 Per batch, per message: detect the wire format (first JSON key, else key probes; protobuf by
-its first byte; see formats), decode with msgspec straight into the wire Structs (type, range,
+its first byte and a structural probe; see formats), decode with msgspec straight into the wire Structs (type, range,
 format and enum rules are checked there, in C), then apply what types can't say: timestamps
 to UTC epoch ms with per-source clock skew, units, currency, severity aliases, cross-field
-rules (values, checks). OTLP traces go span by span (otlp); JSON that needs field mappings or
+rules (values, checks). OTLP traces go span by span (otlp), OTLP metrics point by point and
+logs record by record (otlp_metrics); JSON that needs field mappings or
 lenient fixes takes a slower untyped path (lenient). Anything that fails becomes a
 `DeadLetter` with a short code and a sentence a human can act on (reasons); the normalizer
 never raises, whatever the bytes.
@@ -35,6 +36,7 @@ from operators.normalize.formats import (
 )
 from operators.normalize.lenient import apply_mappings, fix
 from operators.normalize.otlp import otlp_json, otlp_proto
+from operators.normalize.otlp_metrics import otlp_logs, otlp_metrics
 from operators.normalize.reasons import (
     INVALID_FIELD,
     MISSING_FIELD,
@@ -71,6 +73,10 @@ from schemas.events import (
 from schemas.raw import RawMessage
 from schemas.vocabulary import SEVERITY_ALIASES, SOURCES
 from schemas.wire import BASE_PAYLOAD_OF, BASE_POSITIONAL, BREAKDOWN_POSITIONAL, BaseMessage, HubMessage
+
+# OTLP metrics and logs: format -> (handler, protobuf?)
+_OTLP_OTHER = {"otlp_metrics_json": (otlp_metrics, False), "otlp_metrics_proto": (otlp_metrics, True),
+               "otlp_logs_json": (otlp_logs, False), "otlp_logs_proto": (otlp_logs, True)}
 
 
 class Normalizer:
@@ -198,6 +204,9 @@ class Normalizer:
                     otlp_json(m, st, telemetry)
                 elif fmt == "otlp_proto":
                     otlp_proto(m, st, telemetry)
+                elif fmt in _OTLP_OTHER:
+                    decode, proto = _OTLP_OTHER[fmt]
+                    decode(m, st, telemetry, proto)
                 else:
                     self._unknown(m, st)
             except Exception as exc:  # noqa: BLE001 - last line of defence: never stop the flow
@@ -417,7 +426,7 @@ class Normalizer:
         if isinstance(obj, dict):
             st.reject(m, UNKNOWN_FORMAT, "", "JSON object is none of the accepted formats: expected a hub envelope "
                       "(event_id, event_type, ...), a base event (eventId, eventType, ...) or OTLP/JSON "
-                      "(resourceSpans)", st.hint(m))
+                      "(resourceSpans, resourceMetrics or resourceLogs)", st.hint(m))
         else:
             st.reject(m, UNKNOWN_FORMAT, "", f"message is a JSON {json_kind(obj)}, not an event object",
                       st.hint(m))

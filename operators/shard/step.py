@@ -18,6 +18,7 @@ from operators.cost.pricer import Pricer
 from operators.shard.columns import ColumnRules, to_columns
 from operators.windows.aggregator import WindowAggregator
 from operators.windows.extract import extract
+from operators.windows.points import Cumulative, to_partials
 from schemas.items import RawBatch, ShardOutput
 from schemas.raw import DeadLetter, RawMessage
 from schemas.rows import COLUMN_NAMES
@@ -30,6 +31,12 @@ class ShardState:
     def __init__(self, dedup_window_ms: int, dedup_max_entries: int, allowed_lateness_ms: int) -> None:
         self.dedup = Deduplicator(dedup_window_ms, dedup_max_entries)
         self.windows = WindowAggregator(allowed_lateness_ms)
+        # Previous point per cumulative OTLP metric stream, to turn cumulative points into deltas.
+        self.cumulative = Cumulative()
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("cumulative", Cumulative())  # snapshots taken before OTLP metrics
+        self.__dict__.update(state)
 
 
 class ShardSteps(msgspec.Struct, frozen=True):
@@ -87,6 +94,8 @@ def process(state: ShardState, batch: RawBatch, steps: ShardSteps, now_ms: int |
                  by_name["model"][e.index], batch.shard, now_ms]
                 for e in late
             ]
+        if normalized.metric_points:
+            _fold_points(state, normalized.metric_points, steps, out, batch.shard, now_ms)
     if batch.final or (batch.idle_ms and batch.idle_ms >= steps.idle_close_ms):
         out.windows = state.windows.close_all()
     else:
@@ -94,6 +103,26 @@ def process(state: ShardState, batch: RawBatch, steps: ShardSteps, now_ms: int |
     for w in out.windows:
         w.shard = batch.shard
     return out
+
+
+def _fold_points(state: ShardState, points: list, steps: ShardSteps, out: ShardOutput, shard: str,
+                 now_ms: int) -> None:
+    """OTLP metric points (after this batch's events) -> deltas -> partials in the windows; late
+    ones become late rows named after their series and time."""
+    canonical = steps.columns.canonical
+    partials = []
+    for p in points:
+        d = state.cumulative.delta(p)
+        if d is not None:
+            partials += to_partials(d, canonical)
+    late = state.windows.add_partials(partials)
+    if late:
+        wm, wms = state.windows.watermark_ms, state.windows.window_ms
+        out.late_rows = out.late_rows + [
+            [f"{p.summary.series.metric}:{p.summary.series.model}@{p.time_ms}", p.time_ms,
+             (p.time_ms - p.time_ms % wms) // 1000, wm, wm - (p.time_ms - p.time_ms % wms + wms), "telemetry",
+             p.summary.series.model, shard, now_ms]
+            for p in late]
 
 
 def _duplicate_letters(normalized: NormalizedBatch, kept: list, messages: list[RawMessage],

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 
 from operators.windows import sketch
@@ -39,6 +40,16 @@ class MetricValues:
 
     name: str
     values: np.ndarray
+
+
+@dataclass(frozen=True)
+class Partial:
+    """A pre-aggregated part of one series' window (an OTLP histogram point, mapped to the hub's
+    log buckets) at event time `time_ms`: folded in as it is, never expanded into fake events.
+    `summary` is filled like a closed window; its window start is set when it is folded in."""
+
+    time_ms: int
+    summary: WindowMetric
 
 
 class WindowAggregator:
@@ -76,10 +87,29 @@ class WindowAggregator:
         # Open values as (series id, window start, value) column chunks, one per batch; a chunk
         # is only touched again when one of its windows closes.
         self.chunks: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # (earliest start, columns...)
+        # Open partial aggregates as (window start, Partial), merged into their window when it closes.
+        self.partials: list[tuple[int, Partial]] = []
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("partials", [])  # snapshots taken before partials existed
+        self.__dict__.update(state)
 
     @property
     def has_open(self) -> bool:
-        return bool(self.chunks)
+        return bool(self.chunks) or bool(self.partials)
+
+    def add_partials(self, partials: Sequence[Partial]) -> list[Partial]:
+        """Fold pre-aggregated parts in, in order, under the same lateness rule as events;
+        returns the late ones (their windows had already closed)."""
+        late = []
+        for p in partials:
+            start = p.time_ms - p.time_ms % self.window_ms
+            if start + self.window_ms + self.lateness_ms <= self.watermark_ms or start < self.closed_floor_ms:
+                late.append(p)
+            elif p.summary.count:
+                self.partials.append((start, p))
+            self.watermark_ms = max(self.watermark_ms, p.time_ms)
+        return late
 
     def add(
         self,
@@ -141,12 +171,20 @@ class WindowAggregator:
     def close_all(self) -> list[WindowMetric]:
         """End of input or idle: close everything open; later arrivals for them are late."""
         if self.has_open:
-            last = max(int(start.max()) for _, _, start, _ in self.chunks)
+            last = max([int(start.max()) for _, _, start, _ in self.chunks] + [s for s, _ in self.partials])
             self.closed_floor_ms = max(self.closed_floor_ms, last + self.window_ms)
         return self._close(2**62)
 
     def _close(self, horizon: int) -> list[WindowMetric]:
         """Summarise every open window starting at or before `horizon`, all series at once."""
+        out = self._close_values(horizon)
+        if self.partials and min(s for s, _ in self.partials) <= horizon:
+            ready = [(s, p) for s, p in self.partials if s <= horizon]
+            self.partials = [(s, p) for s, p in self.partials if s > horizon]
+            out = _merge_partials(out, ready, self.window_ms)
+        return out
+
+    def _close_values(self, horizon: int) -> list[WindowMetric]:
         closing = [c for c in self.chunks if c[0] <= horizon]
         if not closing:
             return []
@@ -190,6 +228,27 @@ class WindowAggregator:
             out.append(WindowMetric(series=series[s], window_start_ms=ws, window_ms=self.window_ms, count=c, sum=total,
                                     min=lo, max=hi, sumsq=sq, hist=dict(zip(run_buckets[a:b], run_counts[a:b]))))
         return out
+
+
+def _merge_partials(out: list[WindowMetric], ready: list[tuple[int, Partial]], window_ms: int) -> list[WindowMetric]:
+    """Add closing partials to the windows summarised from values (or open new ones); same order
+    as `_close`: by window, then series name."""
+    by_key = {(w.series, w.window_start_ms): w for w in out}
+    for start, p in ready:
+        s = p.summary
+        w = by_key.get((s.series, start))
+        if w is None:
+            by_key[(s.series, start)] = msgspec.structs.replace(s, window_start_ms=start, window_ms=window_ms,
+                                                                hist=dict(s.hist))
+            continue
+        w.count += s.count
+        w.sum += s.sum
+        w.sumsq += s.sumsq
+        w.min = min(w.min, s.min)
+        w.max = max(w.max, s.max)
+        sketch.merge_into(w.hist, s.hist)
+    return sorted(by_key.values(), key=lambda w: (w.window_start_ms, w.series.metric, w.series.model,
+                                                  w.series.endpoint, w.series.team))
 
 
 def _group_then_value_order(group: np.ndarray, v: np.ndarray) -> np.ndarray:
