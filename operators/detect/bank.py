@@ -35,6 +35,9 @@ from schemas.incidents import Anomaly, anomaly_id
 from schemas.metrics import SeriesKey, WindowMetric
 
 VALUE_TYPES = frozenset(("spike", "drop", "level_shift"))
+# Point outliers of the value member are alerts only where the calibrated likelihood agrees;
+# level shifts (CUSUM) and volatility changes accumulate evidence the point score does not see.
+GATED = frozenset(("spike", "drop"))
 
 
 def severity_for(score: float) -> str:
@@ -72,17 +75,15 @@ class _Series:
 
     def step_value(self, t: int, x: float, nobs: float = 0.0) -> tuple[float, list[Finding] | None]:
         """Value member, seasonal member and likelihood on one point: (score, findings).
-        Findings of the value member (spike, drop, level shift, volatility) are kept only when the
-        likelihood agrees (score >= ALERT_SCORE); they then carry that score."""
+        Spikes and drops of the value member are kept only when the likelihood agrees
+        (score >= ALERT_SCORE); findings keep their own score and severity."""
         value = self.value
         f = value.step(t, x, nobs)
         zs = self.seas.step(t, x)
         z = value.last_z if zs is None else zs
         score = self.lik.step(z if z >= 0.0 else -z)
-        if f:
-            if score < ALERT_SCORE:
-                return score, None
-            f = [(typ, score, e, sg, o, det) for typ, _, e, sg, o, det in f]
+        if f and score < ALERT_SCORE:
+            f = [x for x in f if x[0] not in GATED] or None
         return score, f
 
 

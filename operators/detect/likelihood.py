@@ -9,8 +9,9 @@ Per point, predict-then-learn:
      own long-run distribution of surprise: q = (a - mean) / sd, mean and sd exponentially
      weighted over ~`span` points (sd floored at 0.1 z units: a flat series does not make every
      wiggle infinite);
-  3. refractory: q minus the recent peak of q (decaying by `decay` per point), so one anomaly
-     episode scores high once, at its start, and not again on every point of it;
+  3. refractory: q minus the part of its recent peak (decaying by `decay` per point) above
+     `REFRACTORY_FROM`, so one anomaly episode scores high once, at its start, and not again on
+     every point of it, while ordinary noise peaks do not mask a real outlier;
   4. score = q / (q + 5) for q > 0, else 0: strictly increasing in q, 0.5 at q = 5 (the alert
      threshold `ALERT_SCORE`), never exactly 1, so there is no plateau of ties at the top.
 State: 4 floats and 2 ints (~100 bytes pickled).
@@ -22,6 +23,7 @@ import math
 ALERT_SCORE = 0.5  # score at which a point is an alert: q = 5 long-run sds above the usual surprise
 CAP = 10.0
 SD_FLOOR = 0.1
+REFRACTORY_FROM = 3.0  # only a recent peak above this (a notable one) raises the bar
 
 
 class AnomalyLikelihood:
@@ -71,7 +73,8 @@ class AnomalyLikelihood:
             q = 0.0
         peak = self.peak * self.decay
         self.peak = q if q > peak else peak
-        q -= peak
+        if peak > REFRACTORY_FROM:
+            q -= peak - REFRACTORY_FROM
         score = q / (q + 5.0) if q > 0.0 else 0.0
         self.last = score
         return score
