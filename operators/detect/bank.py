@@ -83,7 +83,8 @@ class _Series:
         z = value.last_z if zs is None else zs
         score = self.lik.step(z if z >= 0.0 else -z)
         if f and score < ALERT_SCORE:
-            f = [x for x in f if x[0] not in GATED] or None
+            # with a daily period found, the seasonal residual is the better model: it gates all
+            f = None if zs is not None else ([x for x in f if x[0] not in GATED] or None)
         return score, f
 
 
