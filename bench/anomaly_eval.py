@@ -17,6 +17,9 @@ Three workloads from the generator (all deterministic for --seed):
             distribution_shift via the histogram) and requests (frequency_change)
   clean_*   raw stationary Gaussian noise, and clean generated series: false positives per 1k points
 Raw results are also split by the generator's noise class (Gaussian vs Student-t(3) innovations).
+NAB (--nab DIR, e.g. ../shared/anomaly-bench/nab-train): score_value on every series, scored by
+NAB's rules (bench/nab_score.py, same numbers as NAB's own scorer) with the best threshold per
+profile, and leave-one-category-out (threshold chosen on the other categories).
 Throughput: points/s of update_value (one call per point, interleaved series) for the default
 bank, median of --runs runs; also the batch call and the per-window call.
 
@@ -175,6 +178,35 @@ def throughput(settings: AnomalySettings, runs: int, n_series: int = 50, n: int 
             "update_values_points_per_s": round(statistics.median(batch))}
 
 
+def run_nab(nab_dir: Path, settings: AnomalySettings) -> dict:
+    """NAB's scoring (bench/nab_score.py) of score_value on every series of a NAB tree: the score
+    with the best corpus-wide threshold per profile, and leave-one-category-out (threshold chosen
+    on the other categories, applied to the held-out one, pooled). Also the alerts of
+    update_value per 10k points on the series without labelled windows."""
+    from bench import nab_score
+
+    files = nab_score.load(nab_dir)
+    key = SeriesKey("nab")
+    scores, busy, clean_alerts, clean_points = [], 0.0, 0, 0
+    for f in files:
+        bank = AnomalyDetectorBank(settings)
+        score = bank.score_value
+        t0 = time.perf_counter()
+        scores.append([score(key, t, v) for t, v in zip(f.times, f.values)])
+        busy += time.perf_counter() - t0
+        if not f.n_windows:
+            clean_alerts += len(AnomalyDetectorBank(settings).update_values(key, f.times, f.values))
+            clean_points += len(f.times)
+    points = sum(len(s) for s in scores)
+    profiles = {}
+    for p in nab_score.PROFILES:
+        thr, best = nab_score.best(files, scores, p)
+        loco, _ = nab_score.leave_one_category_out(files, scores, p)
+        profiles[p] = {"score": round(best, 2), "threshold": round(thr, 4), "leave_one_category_out": round(loco, 2)}
+    return {"series": len(files), "points": points, "points_per_s": round(points / busy), "profiles": profiles,
+            "clean_alerts_per_10k": round(clean_alerts / clean_points * 1e4, 2) if clean_points else None}
+
+
 def _parse_time(raw: str, index_step_ms: int = 60_000) -> int:
     raw = raw.strip()
     try:
@@ -252,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", type=Path, nargs="*", help="labelled CSV files (timestamp,value,label) instead")
     ap.add_argument("--index-step-ms", type=int, default=60_000,
                     help="spacing of CSV rows whose timestamp is a plain index (default 60000; hourly: 3600000)")
+    ap.add_argument("--nab", type=Path, help="a NAB tree (data/, labels/): NAB-scored score_value, also per category")
     ap.add_argument("--hst", action="store_true", help="add river HalfSpaceTrees to the ensemble")
     ap.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -286,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         result["clean_generated"] = run_raw(gen, settings, args.tolerance, split).report()
         result["clean_generated"]["by_noise"] = {k: {"fp_per_1k_points": v.report()["fp_per_1k_points"]}
                                                  for k, v in sorted(split.items())}
+    if args.nab:
+        result["nab"] = run_nab(args.nab, settings)
     if not args.no_speed:
         result["throughput"] = throughput(settings, args.runs)
     if args.json:
@@ -314,6 +349,13 @@ def _print(result: dict) -> None:
             print(f"  {k}: {v}")
         if "windows_per_s" in r:
             print(f"  windows/s={r['windows_per_s']}")
+    if "nab" in result:
+        r = result["nab"]
+        print(f"\n[nab] {r['series']} series, {r['points']} points, score_value {r['points_per_s']:,} points/s; "
+              f"alerts (update_value) per 10k points of anomaly-free series: {r['clean_alerts_per_10k']}")
+        for p, v in r["profiles"].items():
+            print(f"  {p:<20} score={v['score']} threshold={v['threshold']} "
+                  f"leave-one-category-out={v['leave_one_category_out']}")
     if "throughput" in result:
         t = result["throughput"]
         print(f"\n[throughput] {t['points']} points, median of {t['runs']} runs: "

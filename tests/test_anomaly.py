@@ -317,3 +317,70 @@ def test_eval_harness_runs_on_generated_data_and_csv(tmp_path):
     assert out.returncode == 0, out.stderr
     res = msgspec.json.decode(out.stdout)["csv"]
     assert res["ranges"] == 1 and res["detected"] == 1 and res["precision"] == 1.0
+
+
+# -- calibrated score (score_value) ---------------------------------------------------------
+
+def test_score_value_range_monotone_and_no_plateau():
+    key = SeriesKey("latency_ms", "m")
+    v = _noise(5, 3000)
+    bank = AnomalyDetectorBank()
+    scores = [bank.score_value(key, START_MS + i * MINUTE_MS, float(x)) for i, x in enumerate(v)]
+    assert all(0.0 <= s < 1.0 for s in scores)
+    assert scores.count(1.0) == 0 and max(scores) < 0.9
+    top = sorted(scores)[-30:]
+    assert len(set(top)) == len(top)  # no ties at the top: one threshold separates any two points
+    # same state, larger surprise -> larger score
+    snap = pickle.dumps(bank)
+    t = START_MS + 3000 * MINUTE_MS
+    got = [pickle.loads(snap).score_value(key, t, 100.0 + d) for d in (5.0, 15.0, 25.0, 35.0, 45.0)]
+    assert got == sorted(got) and len(set(got)) == len(got) and got[-1] > 0.5 > got[0]
+    # score_value and update_value share one state
+    a, b = pickle.loads(snap), pickle.loads(snap)
+    a.score_value(key, t, 145.0)
+    b.update_value(key, t, 145.0)
+    assert pickle.dumps(a) == pickle.dumps(b)
+    assert bank.score_value(key, t, math.nan) == 0.0
+
+
+def test_score_value_flags_a_seasonal_anomaly_once():
+    """5-minute daily cycle (period found automatically): a dent in the cycle that stays inside
+    the series' range scores high at its start, and the rest of the cycle stays low."""
+    step = 300_000
+    n = 288 * 8
+    rng = np.random.default_rng(2)
+    i = np.arange(n)
+    v = 50 + 30 * np.sin(2 * np.pi * i / 288) + rng.standard_normal(n)
+    at = 288 * 6 + 72  # the peak of the cycle
+    v[at:at + 20] = 50.0
+    bank = AnomalyDetectorBank()
+    key = SeriesKey("latency_ms", "m")
+    scores = [bank.score_value(key, START_MS + k * step, float(x)) for k, x in enumerate(v)]
+    assert bank._series[key].seas.lag == 288
+    assert max(scores[at:at + 5]) > 0.5
+    assert max(scores[288 * 3:at]) < 0.5
+
+
+def test_false_alerts_on_clean_periodic_series():
+    """Clean daily cycle with Gaussian noise, 1-minute points: < 1 alert per 10,000 points."""
+    key = SeriesKey("latency_ms", "m")
+    alerts = points = 0
+    for seed in range(3):
+        n = 10_000
+        rng = np.random.default_rng(seed)
+        v = 100 + 20 * np.sin(2 * np.pi * np.arange(n) / 1440) + 2 * rng.standard_normal(n)
+        bank = AnomalyDetectorBank()
+        alerts += len(bank.update_values(key, [START_MS + i * MINUTE_MS for i in range(n)], v.tolist()))
+        points += n
+    assert alerts / points * 10_000 <= 1.0, alerts
+
+
+@pytest.mark.xfail(strict=True, reason="not met yet: Student-t(3) noise gives ~25 alerts per 10k points "
+                   "(the likelihood models surprise by its mean and sd, not its tail)")
+def test_false_alerts_on_clean_heavy_tailed_series():
+    key = SeriesKey("latency_ms", "m")
+    n = 10_000
+    v = 100 + 5 * np.random.default_rng(0).standard_t(3, n)
+    bank = AnomalyDetectorBank()
+    alerts = bank.update_values(key, [START_MS + i * MINUTE_MS for i in range(n)], v.tolist())
+    assert len(alerts) <= 1

@@ -27,12 +27,17 @@ from collections.abc import Iterable
 from config.detection import AnomalySettings, DetectionSettings, MetricDetection
 from operators.detect.findings import Finding
 from operators.detect.hst import HSTMember
+from operators.detect.likelihood import ALERT_SCORE, AnomalyLikelihood
 from operators.detect.robust import FLOOR_BINOMIAL, FLOOR_POISSON, FLOOR_RELATIVE, SEASON_CODES, RobustDetector
+from operators.detect.seasonal import SeasonalNaive
 from operators.detect.shape import HistShiftDetector
 from schemas.incidents import Anomaly, anomaly_id
 from schemas.metrics import SeriesKey, WindowMetric
 
 VALUE_TYPES = frozenset(("spike", "drop", "level_shift"))
+# Point outliers of the value member are alerts only where the calibrated likelihood agrees;
+# level shifts (CUSUM) and volatility changes accumulate evidence the point score does not see.
+GATED = frozenset(("spike", "drop"))
 
 
 def severity_for(score: float) -> str:
@@ -48,7 +53,7 @@ def severity_for(score: float) -> str:
 
 
 class _Series:
-    __slots__ = ("cfg", "value", "rate", "hist", "last_ws", "wms", "fill")
+    __slots__ = ("cfg", "value", "rate", "hist", "last_ws", "wms", "fill", "seas", "lik")
 
     def __init__(self, cfg: MetricDetection, value: RobustDetector | None, rate: RobustDetector | None,
                  hist: HistShiftDetector | None, fill: bool) -> None:
@@ -59,12 +64,28 @@ class _Series:
         self.last_ws: int | None = None
         self.wms = 0
         self.fill = fill
+        self.seas = SeasonalNaive() if value is not None else None
+        self.lik = AnomalyLikelihood() if value is not None else None
 
     def __getstate__(self) -> tuple:
-        return (self.cfg, self.value, self.rate, self.hist, self.last_ws, self.wms, self.fill)
+        return (self.cfg, self.value, self.rate, self.hist, self.last_ws, self.wms, self.fill, self.seas, self.lik)
 
     def __setstate__(self, st: tuple) -> None:
-        self.cfg, self.value, self.rate, self.hist, self.last_ws, self.wms, self.fill = st
+        self.cfg, self.value, self.rate, self.hist, self.last_ws, self.wms, self.fill, self.seas, self.lik = st
+
+    def step_value(self, t: int, x: float, nobs: float = 0.0) -> tuple[float, list[Finding] | None]:
+        """Value member, seasonal member and likelihood on one point: (score, findings).
+        Spikes and drops of the value member are kept only when the likelihood agrees
+        (score >= ALERT_SCORE); findings keep their own score and severity."""
+        value = self.value
+        f = value.step(t, x, nobs)
+        zs = self.seas.step(t, x)
+        z = value.last_z if zs is None else zs
+        score = self.lik.step(z if z >= 0.0 else -z)
+        if f and score < ALERT_SCORE:
+            # with a daily period found, the seasonal residual is the better model: it gates all
+            f = None if zs is not None else ([x for x in f if x[0] not in GATED] or None)
+        return score, f
 
 
 def _settings(settings: DetectionSettings | AnomalySettings | None) -> AnomalySettings:
@@ -183,7 +204,7 @@ class AnomalyDetectorBank:
         if st.value is not None:
             v = _window_value(window, cfg.value)
             if v is not None and (count >= cfg.min_count or cfg.value in ("sum", "count")):
-                f = st.value.step(ws, v, float(count))
+                _, f = st.step_value(ws, v, float(count))
                 if f:
                     self._emit(out, key, ws, wms, f, cfg.min_score, tags)
         if st.rate is not None:
@@ -211,7 +232,7 @@ class AnomalyDetectorBank:
                 if f:
                     self._emit(out, key, ws, wms, f, cfg.min_score, tags)
             if st.value is not None and st.fill:
-                f = st.value.step(ws, 0.0, 0.0)
+                _, f = st.step_value(ws, 0.0, 0.0)
                 if f:
                     self._emit(out, key, ws, wms, f, cfg.min_score, tags)
 
@@ -238,25 +259,37 @@ class AnomalyDetectorBank:
         st = self._get(series, raw=True)
         if st is None or st.value is None:
             return []
-        f = st.value.step(time_ms, value)
+        _, f = st.step_value(time_ms, value)
         if f:
             out: list[Anomaly] = []
             self._emit(out, series, time_ms, 0, f, st.cfg.min_score, None)
             return out
         return []
 
+    def score_value(self, series: SeriesKey, time_ms: int, value: float) -> float:
+        """`update_value` that returns the ensemble's anomaly likelihood of the point, in [0, 1):
+        0 for the usual, `ALERT_SCORE` (0.5) where alerts fire, strictly increasing in surprise,
+        never exactly 1 (no plateau of ties). Same state as `update_value` (either may be used on
+        a series, in any mix). NaN/inf values and disabled metrics score 0 and are not learnt."""
+        if value != value or value in (math.inf, -math.inf):
+            return 0.0
+        st = self._get(series, raw=True)
+        if st is None or st.value is None:
+            return 0.0
+        return st.step_value(time_ms, value)[0]
+
     def update_values(self, series: SeriesKey, times: Iterable[int], values: Iterable[float]) -> list[Anomaly]:
         """`update_value` for a run of points of one series (same result, less call overhead)."""
         st = self._get(series, raw=True)
         if st is None or st.value is None:
             return []
-        step = st.value.step
+        step = st.step_value
         out: list[Anomaly] = []
         min_score = st.cfg.min_score
         for t, v in zip(times, values):
             if v != v or v in (math.inf, -math.inf):
                 continue
-            f = step(t, v)
+            _, f = step(t, v)
             if f:
                 self._emit(out, series, t, 0, f, min_score, None)
         return out

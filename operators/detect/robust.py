@@ -75,7 +75,7 @@ class RobustDetector:
         "sp", "sn", "lp", "ln",
         "season", "prof", "wsum", "c_h", "t_first", "t_last", "dt", "hour_mark", "lvl", "nl", "eu", "ee", "s_on",
         "hst", "hst_thr",
-        "q99", "sv", "zr", "zprev", "nz", "sh_delta", "sh_sig", "sh_left", "log",
+        "q99", "sv", "zr", "zprev", "nz", "sh_delta", "sh_sig", "sh_left", "log", "last_z", "last_cu",
     )
 
     def __init__(
@@ -153,6 +153,10 @@ class RobustDetector:
         self.sh_delta = 0.0
         self.sh_sig = 0.0
         self.sh_left = 0
+        # Last point's statistics for the likelihood layer: z (in units of the heavy-tail-adjusted
+        # threshold's nominal scale) and the CUSUM statistic over h (0 during warm-up).
+        self.last_z = 0.0
+        self.last_cu = 0.0
 
     # -- state -------------------------------------------------------------------------------
     # Snapshot: slot values in order (no names), float lists as packed arrays (8 bytes a value);
@@ -297,6 +301,7 @@ class RobustDetector:
                     self.q99 = q + Q99_STEP * 0.99
                 else:
                     self.q99 = q - Q99_STEP * 0.01
+            self.last_z = z / tf if tf > 1.0 else z
             if z >= thr:
                 outlier = True
                 if self.spike_on:
@@ -343,6 +348,7 @@ class RobustDetector:
                     self.ln = 0
                 self.sp, self.sn = sp, sn
                 h = self.h
+                self.last_cu = (sp if sp > sn else sn) / h
                 if sp > h or sn > h:
                     f = self._level_shift(y, med, sig, s, max(sp, sn) / h, self.lp if sp > h else self.ln)
                     outlier = True
