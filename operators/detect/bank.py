@@ -38,6 +38,7 @@ VALUE_TYPES = frozenset(("spike", "drop", "level_shift"))
 # Point outliers of the value member are alerts only where the calibrated likelihood agrees;
 # level shifts (CUSUM) and volatility changes accumulate evidence the point score does not see.
 GATED = frozenset(("spike", "drop"))
+VOL_RECENT = 16  # a volatility finding needs a likelihood alert within this many points
 
 
 def severity_for(score: float) -> str:
@@ -53,7 +54,7 @@ def severity_for(score: float) -> str:
 
 
 class _Series:
-    __slots__ = ("cfg", "value", "rate", "hist", "last_ws", "wms", "fill", "seas", "lik")
+    __slots__ = ("cfg", "value", "rate", "hist", "last_ws", "wms", "fill", "seas", "lik", "prev", "same", "since")
 
     def __init__(self, cfg: MetricDetection, value: RobustDetector | None, rate: RobustDetector | None,
                  hist: HistShiftDetector | None, fill: bool) -> None:
@@ -66,25 +67,53 @@ class _Series:
         self.fill = fill
         self.seas = SeasonalNaive() if value is not None else None
         self.lik = AnomalyLikelihood() if value is not None else None
+        self.prev = math.nan  # last value, points it has been repeated (capped), points since a likelihood alert
+        self.same = 0
+        self.since = VOL_RECENT + 1
 
     def __getstate__(self) -> tuple:
-        return (self.cfg, self.value, self.rate, self.hist, self.last_ws, self.wms, self.fill, self.seas, self.lik)
+        return tuple(getattr(self, name) for name in self.__slots__)
 
     def __setstate__(self, st: tuple) -> None:
-        self.cfg, self.value, self.rate, self.hist, self.last_ws, self.wms, self.fill, self.seas, self.lik = st
+        for name, v in zip(self.__slots__, st):
+            setattr(self, name, v)
 
     def step_value(self, t: int, x: float, nobs: float = 0.0) -> tuple[float, list[Finding] | None]:
         """Value member, seasonal member and likelihood on one point: (score, findings).
-        Spikes and drops of the value member are kept only when the likelihood agrees
-        (score >= ALERT_SCORE); findings keep their own score and severity."""
+        A point is a likelihood alert where score >= ALERT_SCORE and the surprise is rare in the
+        series' own tail (`AnomalyLikelihood.tail_ok`). Spikes and drops of the value member are
+        kept only at likelihood alerts, volatility findings only within `VOL_RECENT` points after
+        one (a real change of volatility brings surprising points; the cycle of a smooth series
+        seen before its period is known does not); with a daily period found, the seasonal
+        residual is the better model and gates all findings. No findings on a flat line: a value
+        repeated for more than `cfg.warm_up` points is not new.
+        Findings keep their own score and severity."""
         value = self.value
         f = value.step(t, x, nobs)
         zs = self.seas.step(t, x)
         z = value.last_z if zs is None else zs
-        score = self.lik.step(z if z >= 0.0 else -z)
-        if f and score < ALERT_SCORE:
-            # with a daily period found, the seasonal residual is the better model: it gates all
-            f = None if zs is not None else ([x for x in f if x[0] not in GATED] or None)
+        lik = self.lik
+        score = lik.step(z if z >= 0.0 else -z)
+        alert = score >= ALERT_SCORE and lik.tail_ok
+        since = 0 if alert else self.since + 1
+        if since <= VOL_RECENT:
+            self.since = since
+        if x == self.prev:
+            flat = self.same >= self.cfg.warm_up
+            if not flat:
+                self.same += 1
+        else:
+            self.prev = x
+            self.same = 0
+            flat = False
+        if f:
+            if flat:
+                f = None
+            elif not alert:
+                if zs is not None:
+                    f = None
+                else:
+                    f = [y for y in f if y[0] not in GATED and (y[5] != "volatility" or since <= VOL_RECENT)] or None
         return score, f
 
 
