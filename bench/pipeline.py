@@ -98,7 +98,7 @@ class _CountedReader(_PartitionReader):
         return super().next_batch()
 
     def _final(self):
-        from operators.shard import RawBatch
+        from schemas.items import RawBatch
 
         return RawBatch(self.shard, [], final=True)
 

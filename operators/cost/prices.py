@@ -54,11 +54,13 @@ class PriceTable:
     True
     """
 
+    MAX_RESOLVED = 100_000
+
     def __init__(self, prices: Iterable[ModelPrice], names: ModelNames) -> None:
         self.names = names
         # name -> provider -> sorted [(from_ms, Rates)]
         self._by_name: dict[str, dict[str, list[tuple[int, Rates]]]] = {}
-        self._resolved: dict[tuple[str, str], list[tuple[int, Rates]] | None] = {}
+        self._resolved: dict[tuple[str, str], tuple[list[int], list[Rates]] | None] = {}
         for p in prices:
             self.add(p)
 
@@ -83,19 +85,25 @@ class PriceTable:
         key = (provider, model)
         timeline = self._resolved.get(key, False)
         if timeline is False:
+            if len(self._resolved) >= self.MAX_RESOLVED:
+                self._resolved.clear()
             timeline = self._resolved[key] = self._timeline(provider, model)
         if not timeline:
             return None
-        at = bisect.bisect_right(timeline, at_ms, key=lambda e: e[0]) - 1
-        return timeline[at][1] if at >= 0 else None
+        starts, rates = timeline
+        if at_ms >= starts[-1]:  # the current price: most calls
+            return rates[-1]
+        at = bisect.bisect_right(starts, at_ms) - 1
+        return rates[at] if at >= 0 else None
 
-    def _timeline(self, provider: str, model: str) -> list[tuple[int, Rates]] | None:
+    def _timeline(self, provider: str, model: str) -> tuple[list[int], list[Rates]] | None:
+        """(effective starts, rates) of the entry this provider and model resolve to."""
         for name in self.names.candidates(model):
             by_provider = self._by_name.get(name)
             if by_provider:
                 own = by_provider.get(self.names.provider(provider))
+                if own is None and len(by_provider) == 1:
+                    own = next(iter(by_provider.values()))
                 if own is not None:
-                    return own
-                if len(by_provider) == 1:
-                    return next(iter(by_provider.values()))
+                    return [start for start, _ in own], [rates for _, rates in own]
         return None

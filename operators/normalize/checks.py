@@ -55,8 +55,14 @@ CALL_FIELDS = {"model": "model", "provider": "provider", "operation": "operation
 
 def check_call_limits(p: LlmRequest, rt: SourceRules, fields: dict[str, str], prefix: str = "") -> None:
     """An LLM call past [normalization.limits] is too big to be true: its names would become
-    series keys, its numbers sums and percentiles."""
+    series keys, its numbers sums and percentiles. (Sums bound every part: one comparison each
+    clears the common case; the detailed pass runs only to name what is too big.)"""
     lim = rt.limits
+    if (len(p.model) + len(p.provider) + len(p.operation) + len(p.response_model) <= lim.max_name_length
+            and p.latency_ms <= lim.max_latency_ms
+            and (p.input_tokens or 0) + (p.output_tokens or 0) + (p.cached_input_tokens or 0)
+            + (p.cache_write_tokens or 0) + (p.reasoning_tokens or 0) + (p.total_tokens or 0) <= lim.max_tokens):
+        return
     n = lim.max_name_length
     for key, value in (("model", p.model), ("provider", p.provider), ("operation", p.operation),
                        ("response_model", p.response_model)):

@@ -23,7 +23,7 @@ from msgspec.structs import astuple
 
 from config.normalization import NormalizationSettings
 from operators.normalize.batch import Batch, NormalizedBatch
-from operators.normalize.checks import CHECKS, check_llm_request
+from operators.normalize.checks import CALL_FIELDS, CHECKS, check_call_limits, check_llm_request
 from operators.normalize.formats import (
     BASE_METADATA,
     BASE_UNIT_FIELDS,
@@ -255,15 +255,11 @@ class Normalizer:
             e.schema_version = check_version(e.schema_version, "schema_version", rt.lenient, st)
         if default_sev is None:  # LlmRequest, the hot type: skip the call when nothing to check
             ttft = p.time_to_first_token_ms
-            lim = rt.limits
-            # Sums bound every part: one comparison each says no single name or count is too big.
             if p.total_tokens is None or (p.error_type and not p.is_error) or (
-                    ttft is not None and ttft > p.latency_ms) or p.latency_ms > lim.max_latency_ms or (
-                    len(p.model) + len(p.provider) + len(p.operation) + len(p.response_model)
-                    > lim.max_name_length) or (
-                    p.total_tokens + (p.input_tokens or 0) + (p.output_tokens or 0) + (p.cached_input_tokens or 0)
-                    + (p.cache_write_tokens or 0) + (p.reasoning_tokens or 0) > lim.max_tokens):
+                    ttft is not None and ttft > p.latency_ms):
                 check_llm_request(p, rt, st, "payload.")
+            else:
+                check_call_limits(p, rt, CALL_FIELDS, "payload.")
         elif check is not None:
             check(p, rt, st, "payload.")
         return e
