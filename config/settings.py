@@ -11,6 +11,7 @@ import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -78,6 +79,12 @@ class ClickHouseSettings(msgspec.Struct, forbid_unknown_fields=True):
     insert_batch_rows: PositiveInt = 10_000
     insert_max_delay_s: float = 1.0
     connect_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        # A password in the DSN would be shown by `config show` and was never sent: refuse it.
+        if urlparse(self.dsn).password is not None:
+            raise ValueError("a DSN must not carry a password (it would be shown and stored); set "
+                             "HUB_CLICKHOUSE__PASSWORD instead")
 
 
 class WindowSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -68,23 +68,25 @@ def total(counter: Counter) -> float:
 
 
 class Progress:
-    """A one-line live view for interactive runs: events/s, dead letters, windows closed."""
+    """A live view of a run: on a terminal one line rewritten every second; otherwise (a log, a
+    pipe, a service manager) a full line every `log_interval_s`, so a long run is never silent."""
 
-    def __init__(self, stream=sys.stderr, interval_s: float = 1.0) -> None:
-        self.stream, self.interval = stream, interval_s
+    def __init__(self, stream=sys.stderr, interval_s: float = 1.0, log_interval_s: float = 10.0) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.interval = interval_s if self.tty else log_interval_s
         self.stop_flag = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.started = time.monotonic()
 
     def __enter__(self) -> "Progress":
-        if self.stream.isatty():
-            self.thread.start()
+        self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop_flag.set()
-        if self.thread.is_alive():
-            self.thread.join()
+        self.thread.join()
+        if self.tty and time.monotonic() - self.started >= self.interval:
             self.stream.write("\n")
 
     def line(self) -> str:
@@ -96,5 +98,5 @@ class Progress:
 
     def _loop(self) -> None:
         while not self.stop_flag.wait(self.interval):
-            self.stream.write("\r" + self.line() + "   ")
+            self.stream.write(("\r" + self.line() + "   ") if self.tty else ("hub run: " + self.line() + "\n"))
             self.stream.flush()

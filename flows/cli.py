@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from contextlib import closing
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -160,12 +161,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from connectors.clickhouse import connect
+    from connectors.clickhouse import chdb_path, connect, is_embedded
     from connectors.migrations import applied, discover, migrate, state
 
     labels = {"pending": "pending", "applied": "applied", "changed": "CHANGED after apply",
               "superseded": "applied (as an earlier, equivalent text; re-recorded by the next migrate)"}
     cfg = config_from(args)
+    if args.status and is_embedded(cfg.clickhouse.dsn) and not Path(chdb_path(cfg.clickhouse.dsn)).exists():
+        for m in discover():  # looking must not create an empty store
+            print(f"{m.version}  pending (no store at {chdb_path(cfg.clickhouse.dsn)} yet)")
+        return 0
     with closing(connect(cfg.clickhouse)) as client:
         if args.status:
             done = applied(client)
@@ -191,8 +196,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     sql = REPORTS[args.report] if args.report else args.sql
     with closing(connect(cfg.clickhouse)) as client:
-        try:
-            result = client.query(sql)
+        try:  # read-only: a query can't drop or change what the pipeline writes
+            result = client.query(sql, settings={"readonly": 1})
         except Exception as exc:
             raise HubError(f"ClickHouse rejected the query: {_first_line(exc)}") from None
     print_rows(list(result.column_names), result.result_rows, args.format)

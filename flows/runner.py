@@ -13,7 +13,7 @@ from bytewax.recovery import RecoveryConfig
 from config.errors import HubError
 from config.settings import HubConfig, kafka_client_config
 from connectors import shutdown, worker_metrics
-from connectors.clickhouse import connect, is_embedded
+from connectors.clickhouse import connect
 from connectors.file_source import FileSource, SyntheticSource
 from connectors.kafka_source import check_broker
 from connectors.migrations import migrate
@@ -109,5 +109,5 @@ def _summary(cfg: HubConfig) -> None:
         result = client.query(SUMMARY_SQL)
     print("rows in the store:")
     print_rows(list(result.column_names), result.result_rows, "table")
-    target = f"--clickhouse {cfg.clickhouse.dsn} " if is_embedded(cfg.clickhouse.dsn) else ""
+    target = f"--clickhouse {cfg.clickhouse.dsn} "
     print(f"\ntry:  hub query {target}--report latency\n      hub query {target}\"SELECT model, count() FROM events GROUP BY model\"")

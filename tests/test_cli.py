@@ -69,6 +69,28 @@ def test_query_formats_and_bad_sql(chdb_dsn, capsys):
         assert main(["query", "--clickhouse", chdb_dsn, "--report", report]) == 0
 
 
+def test_migrate_status_on_a_missing_store_creates_nothing(tmp_path, capsys):
+    store = tmp_path / "nowhere" / "store"
+    assert main(["migrate", "--status", "--clickhouse", f"chdb://{store}"]) == 0
+    assert "pending" in capsys.readouterr().out and not store.exists() and not store.parent.exists()
+
+
+def test_query_is_read_only(chdb_dsn, capsys):
+    assert main(["migrate", "--clickhouse", chdb_dsn]) == 0
+    for sql in ("DROP TABLE events", "INSERT INTO late_events (event_id) VALUES ('x')", "TRUNCATE TABLE dead_letters"):
+        assert main(["query", "--clickhouse", chdb_dsn, sql]) == 1
+        assert "readonly" in capsys.readouterr().err
+    assert main(["query", "--clickhouse", chdb_dsn, "--format", "csv", "SELECT count() FROM events"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["count()", "0"]
+
+
+def test_a_password_in_the_dsn_is_refused_and_never_shown(capsys):
+    assert main(["config", "check", "--clickhouse", "http://bob:s3cret@localhost:8123"]) == 1
+    err = capsys.readouterr().err
+    assert "HUB_CLICKHOUSE__PASSWORD" in err and "s3cret" not in err and "\n" not in err.strip()
+    assert main(["config", "check", "--clickhouse", "http://bob@localhost:8123"]) == 0  # a user name is fine
+
+
 def test_config_show_masks_secrets(capsys, monkeypatch):
     monkeypatch.setenv("HUB_CLICKHOUSE__PASSWORD", "hunter2")
     assert main(["config", "show", "--format", "json"]) == 0
