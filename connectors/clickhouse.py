@@ -43,7 +43,12 @@ def connect(settings: ClickHouseSettings) -> Client:
             Path(path).mkdir(parents=True, exist_ok=True)
             client = _open_embedded(path)
             if settings.database != "default":
-                client.command(f"CREATE DATABASE IF NOT EXISTS `{settings.database}`")
+                try:
+                    client.command(f"CREATE DATABASE IF NOT EXISTS `{settings.database}`")
+                except Exception as exc:  # the store is open: the name is what is wrong
+                    client.close()
+                    raise StoreError(f"cannot use database {settings.database!r} in {path}: {first_line(exc)}") \
+                        from None
                 client.database = settings.database
             return client
         url = urlparse(dsn)

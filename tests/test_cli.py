@@ -46,6 +46,8 @@ def test_unknown_option_is_one_line_usage_error():
      "Kafka at 127.0.0.1:9 did not answer"),
     (["run", "--input", "/nonexistent.jsonl", "--clickhouse", "chdb://{tmp}/s"], {}, "input file /nonexistent.jsonl does not exist"),
     (["run", "--events", "200000000", "--clickhouse", "chdb://{tmp}/s"], {}, "spans 46.3 days of event time"),
+    (["migrate", "--clickhouse", "chdb://{tmp}/fresh"], {"HUB_CLICKHOUSE__DATABASE": "bad`name"},
+     "cannot use database 'bad`name'"),
 ])
 def test_operator_mistakes_are_one_line_errors(tmp_path, args, env, expected):
     r = hub(*[a.replace("{tmp}", str(tmp_path)) for a in args], env=env)
