@@ -130,7 +130,7 @@ def _rebuild_minutes(client: Client, minutes: list[int]) -> None:
     windows = agg.close_all()
     for w in windows:
         w.shard = SHARD
-    _delete(client, "metrics_1m", "window_start", minutes)
+    _delete(client, "metrics_1m", minutes)
     insert_new_windows(client, window_rows(windows))
 
 
@@ -140,7 +140,7 @@ def _rebuild_rollups(client: Client, cfg: HubConfig, minutes: list[int]) -> tupl
     now_s = int(datetime.now(timezone.utc).timestamp())
     done = kept = 0
     for w in ROLLUPS:
-        source = "1d" if w.name in ("1w", "1mo") else "1m"
+        source = LONG_SOURCE if w.name in ("1w", "1mo") else "1m"
         horizon = now_s - getattr(cfg.retention, f"metrics_{source}_days") * 86_400 + 3_600
         starts = sorted({s for (s,) in client.query(
             f"SELECT DISTINCT toUnixTimestamp({w.start}) FROM (SELECT arrayJoin({{m:Array(DateTime)}}) AS window_start)",
@@ -148,27 +148,26 @@ def _rebuild_rollups(client: Client, cfg: HubConfig, minutes: list[int]) -> tupl
         whole = [s for s in starts if s >= horizon]
         kept += len(starts) - len(whole)
         if whole:
-            _delete(client, w.table, "window_start", whole)
+            _delete(client, w.table, whole)
             _insert_rollup(client, w, source, whole)
             done += len(whole)
     return done, kept
 
 
 def _insert_rollup(client: Client, w: Window, source: str, starts: list[int]) -> None:
-    if source == "1m":
-        select, table, hist = "window_start", "metrics_1m FINAL", "sumMapState(hist)"
-    else:
-        select, table, hist = "window_start", f"metrics_{source}", "sumMapMergeState(hist)"
-    start = w.start.replace("window_start", select)
+    """The same aggregation as the rollup views (schemas/migrations/0002_metrics.sql), over the
+    chosen source: 1-minute rows hold plain histograms, rollups hold sumMap states."""
+    table, hist = ("metrics_1m FINAL", "sumMapState(hist)") if source == "1m" else \
+        (f"metrics_{source}", "sumMapMergeState(hist)")
     client.command(
-        f"INSERT INTO {w.table} SELECT metric, model, endpoint, team, {start} AS ws, sum(count), sum(sum), "
+        f"INSERT INTO {w.table} SELECT metric, model, endpoint, team, {w.start} AS ws, sum(count), sum(sum), "
         f"min(min), max(max), sum(sumsq), {hist} FROM {table} "
         f"WHERE metric = '{METRIC}' AND ws IN (SELECT arrayJoin({{s:Array(DateTime)}})) "
         "GROUP BY metric, model, endpoint, team, ws", parameters={"s": starts})
 
 
-def _delete(client: Client, table: str, column: str, starts: list[int]) -> None:
-    client.command(f"ALTER TABLE {table} DELETE WHERE metric = '{METRIC}' AND {column} IN "
+def _delete(client: Client, table: str, starts: list[int]) -> None:
+    client.command(f"ALTER TABLE {table} DELETE WHERE metric = '{METRIC}' AND window_start IN "
                    "(SELECT arrayJoin({s:Array(DateTime)}))", parameters={"s": starts},
                    settings={"mutations_sync": 2})
 

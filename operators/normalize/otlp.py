@@ -109,10 +109,10 @@ _SPAN_ENC = msgspec.json.Encoder()
 _LLM_EVENT = EVENT_CLASSES[LlmRequest]
 _AGENT_EVENT = EVENT_CLASSES[AgentOperation]
 # _span_event builds LlmRequest positionally; fail loudly at import if its fields move.
-assert LlmRequest.__struct_fields__[:15] == (
+assert LlmRequest.__struct_fields__[:18] == (
     "model", "latency_ms", "provider", "operation", "response_model", "request_id", "time_to_first_token_ms",
     "input_tokens", "output_tokens", "cached_input_tokens", "total_tokens", "is_error", "error_type",
-    "finish_reason", "span_name"), "LlmRequest field order changed: update _span_event in normalize/otlp.py"
+    "finish_reason", "span_name", "cache_write_tokens", "reasoning_tokens", "cost_usd"), "LlmRequest field order changed: update _span_event in normalize/otlp.py"
 
 
 # --- messages -------------------------------------------------------------------------------------

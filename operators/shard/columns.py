@@ -5,9 +5,10 @@ payload-derived ones from a per-payload-type extractor and one C-level transpose
 clickhouse-connect `insert(..., column_oriented=True)`. Times stay int epoch ms (DateTime64(3)
 ticks); no datetime objects are built.
 
-Token and latency columns are filled only by telemetry payloads that describe requests, and
-cost_usd only by charges, so the windowed sums over this table never count a thing twice (a
-cost.tokens record repeats its request's token counts; those stay in `payload`).
+Token and latency columns are filled only by telemetry payloads that describe requests (a
+cost.tokens record repeats its request's token counts; those stay in `payload`). cost_usd is each
+row's own cost (an LLM call's reported or inferred cost, a charge's amount); `billed` marks the
+rows whose cost counts in spend ([cost] count_from), so no call is paid twice.
 """
 from __future__ import annotations
 
