@@ -78,6 +78,8 @@ class ClickHouseSettings(msgspec.Struct, forbid_unknown_fields=True):
     password: str = ""
     insert_batch_rows: PositiveInt = 10_000
     insert_max_delay_s: float = 1.0
+    # Rollup tiers (5m..1mo) trail metrics_1m by at most this; they are whole at every checkpoint.
+    rollup_refresh_s: PositiveFloat = 5.0
     connect_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:

@@ -135,8 +135,9 @@ def insert_new_windows(client: Client, rows: list[list[Any]]) -> int:
     """Insert 1-minute window rows whose (shard, window) is not in the store yet; returns rows inserted.
 
     A (shard, window) is written once per run, all its series in one insert, so finding any row
-    of it means a replay is re-emitting it. Skipping it keeps the materialized-view rollups from
-    counting it twice — a ReplacingMergeTree would dedupe metrics_1m but not the views it feeds.
+    of it means a replay is re-emitting it. metrics_1m's key would collapse the copy anyway; the
+    skip keeps a replay from writing the flow's cost rows back over minutes `hub reprice` rebuilt.
+    The rollups do not depend on it: they are recomputed from this table (connectors/rollups.py).
     """
     if not rows:
         return 0

@@ -5,8 +5,11 @@ the HTTP client work outside the GIL). Events travel as Arrow tables built on th
 (clickhouse-connect's Native serializer is Python and, on the writer thread, fought the flow for
 the GIL: ~34k -> ~45k msgs/s in bench/pipeline.py). Rows are buffered per table and inserted at
 >= insert_batch_rows rows or >= insert_max_delay_s, whichever first; windows already stored (a
-replay) are skipped. `snapshot()` blocks until everything handed over is durable, so a Bytewax
-snapshot never claims offsets whose results are still in memory. A ClickHouse outage stalls the
+replay) are skipped. The rollup windows those 1-minute rows fall in are recomputed from the
+tiers below (connectors/rollups.py) every rollup_refresh_s and before every checkpoint, replayed
+windows included, so a crash between the two never leaves a tier short. `snapshot()` blocks until
+everything handed over is durable, so a Bytewax snapshot never claims offsets whose results are
+still in memory. A ClickHouse outage stalls the
 writer (retrying with backoff) and, through the bounded queue, the flow: nothing is dropped.
 """
 from __future__ import annotations
@@ -24,6 +27,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from config.settings import HubConfig
+from connectors import rollups
 from connectors import worker_metrics as telemetry
 from connectors.clickhouse import connect, first_line, insert_new_windows
 from schemas.incidents import ANOMALY_COLUMNS, EDGE_COLUMNS, INCIDENT_COLUMNS, anomaly_row, edge_row, incident_row
@@ -101,6 +105,9 @@ class _Writer(StatefulSinkPartition[Any, None]):
         self.client = connect(cfg.clickhouse)
         self.queue: queue.Queue = queue.Queue(maxsize=64)
         self.failure: BaseException | None = None
+        # 1-minute windows written (or found already written) whose rollups are not recomputed yet.
+        self.dirty: set[int] = set()
+        self.dirty_since = 0.0
         self.thread = threading.Thread(target=self._run, name="clickhouse-writer", daemon=True)
         self.thread.start()
 
@@ -151,6 +158,10 @@ class _Writer(StatefulSinkPartition[Any, None]):
                 if barrier is not None or buf.size() >= limit or (due and not buf.empty()):
                     self._insert(buf)
                     buf = _Buffers()
+                stale = self.dirty and time.monotonic() - self.dirty_since >= self.cfg.clickhouse.rollup_refresh_s
+                if self.dirty and (barrier is not None or stale):
+                    self._retry(lambda: rollups.refresh(self.client, self.dirty))
+                    self.dirty = set()
                 if barrier is not None:
                     barrier.set()
         except BaseException as exc:  # surfaced on the flow thread by _raise_failure
@@ -166,6 +177,9 @@ class _Writer(StatefulSinkPartition[Any, None]):
                 self._retry(lambda t=table, r=rows, c=columns: self.client.insert(t, r, column_names=c))
         if buf.windows:
             self._retry(lambda: insert_new_windows(self.client, buf.windows))
+            if not self.dirty:
+                self.dirty_since = time.monotonic()
+            self.dirty.update(r[4] for r in buf.windows)
         done_ms = int(time.time() * 1000)
         for stamps in buf.produced:
             telemetry.LATENCY_SAMPLE.record(stamps, done_ms)

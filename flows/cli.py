@@ -27,10 +27,10 @@ DISTRIBUTION = "llm-analytics-hub"
 REPORTS = {
     "latency": """
         SELECT window_start AS hour, model, sum(count) AS requests,
-               round(hub_quantile(sumMapMerge(hist), 0.5), 1) AS p50_ms,
-               round(hub_quantile(sumMapMerge(hist), 0.95), 1) AS p95_ms,
-               round(hub_quantile(sumMapMerge(hist), 0.99), 1) AS p99_ms
-        FROM metrics_1h WHERE metric = 'latency_ms'
+               round(hub_quantile(sumMap(hist), 0.5), 1) AS p50_ms,
+               round(hub_quantile(sumMap(hist), 0.95), 1) AS p95_ms,
+               round(hub_quantile(sumMap(hist), 0.99), 1) AS p99_ms
+        FROM metrics_1h FINAL WHERE metric = 'latency_ms'
         GROUP BY hour, model ORDER BY hour, model""",
     "cost": """
         SELECT window_start AS day, model, requests, round(cost_usd, 4) AS cost_usd,
