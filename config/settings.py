@@ -122,10 +122,19 @@ class RecoverySettings(msgspec.Struct, forbid_unknown_fields=True):
     partitions: PositiveInt = 1
 
 
+# The worker's HTTP port (/metrics, /healthz, /readyz); also in Dockerfile and docker-compose.yml.
+DEFAULT_METRICS_PORT = 9108
+
+
 class MetricsEndpointSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """`hub run`'s HTTP endpoint: Prometheus /metrics, liveness /healthz, readiness /readyz."""
+
     host: str = "127.0.0.1"
-    # 0 disables the Prometheus endpoint.
-    port: Port = 0
+    # 0 disables the endpoint. A port in use stops `hub run` at start with one line.
+    port: Port = DEFAULT_METRICS_PORT
+    # No batch through the flow for this long (tailing input ticks every second) = stalled: not
+    # ready, and not alive unless the store or broker is down (then it is waiting, not stuck).
+    stall_after_s: PositiveFloat = 120.0
 
 
 class HubConfig(msgspec.Struct, forbid_unknown_fields=True):

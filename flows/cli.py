@@ -1,4 +1,4 @@
-"""`hub`: run the pipeline, migrate and query the store, export schemas, show config.
+"""`hub`: run the pipeline, migrate and query the store, export schemas, show config, probe a running hub.
 
 Every failure an operator can cause (bad flag, bad config, unreachable Kafka/ClickHouse, bad
 SQL) ends as one line on stderr and a non-zero exit code, never a traceback.
@@ -14,6 +14,7 @@ from contextlib import closing
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
+from urllib.parse import urlparse
 
 import orjson
 
@@ -128,6 +129,17 @@ def build_parser() -> Parser:
     export.add_argument("dir", metavar="DIR")
     export.set_defaults(func=cmd_schema_export)
 
+    health = sub.add_parser("health", parents=[common], help="ask a running hub run whether it is ready (exit 0) or not (1)",
+                            description="Ask the readiness path (/readyz) of a running `hub run` and print one line; "
+                                        "exit 0 when it is ready (flow moving, store and Kafka answering), 1 when "
+                                        "not or when nothing answers. For container probes. The endpoint is "
+                                        "[metrics] host:port of the config (default 127.0.0.1:9108) or --url.")
+    health.add_argument("--url", help="the hub's endpoint, e.g. http://worker:9108 (a bare host:port URL gets the probe path)")
+    health.add_argument("--live", action="store_true",
+                        help="ask the liveness path (/healthz) instead: the process answers and its flow is not stuck")
+    health.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for an answer (default 5)")
+    health.set_defaults(func=cmd_health)
+
     config = sub.add_parser("config", parents=[common], help="show or check the effective configuration",
                             description="Show or check the effective configuration (file + HUB_* environment + flags).")
     csub = config.add_subparsers(dest="config_command", required=True, parser_class=Parser, metavar="ACTION")
@@ -214,6 +226,25 @@ def cmd_schema_export(args: argparse.Namespace) -> int:
     for p in paths:
         print(p)
     return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from connectors.health import local_url, probe
+
+    if args.timeout <= 0:
+        raise HubError("--timeout must be > 0")
+    path = "/healthz" if args.live else "/readyz"
+    if args.url:
+        url = args.url.rstrip("/") + path if urlparse(args.url).path in ("", "/") else args.url
+    else:
+        cfg = config_from(args)
+        if not cfg.metrics.port:
+            raise HubError("the metrics endpoint is off ([metrics] port = 0 / HUB_METRICS__PORT=0): "
+                           "nothing to ask; give --url")
+        url = local_url(cfg.metrics.host, cfg.metrics.port) + path
+    healthy, line = probe(url, args.timeout)
+    print(f"hub health: {line}", file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else EXIT_FAILURE
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ HUB_* environment variables, Kafka input required).
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from contextlib import closing
 from datetime import timedelta
 
@@ -30,9 +31,11 @@ from operators.cost import PriceTable, Pricer
 from operators.normalize.model_names import ModelNames
 from operators.shard import BILLED, ColumnRules, ShardState, ShardSteps, process
 from schemas.events import PriceChange
-from schemas.incidents import alert_json
+from schemas.incidents import Incident, alert_json
 from schemas.items import DetectionOutput, RawBatch, ShardOutput
-from schemas.rows import dead_letter_record
+from schemas.rows import COLUMN_NAMES, dead_letter_record
+
+SOURCE_COLUMN = COLUMN_NAMES.index("source")
 
 
 def kafka_source(cfg: HubConfig, stop_at_end: bool) -> KafkaBatchSource:
@@ -57,18 +60,21 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | Non
     lateness_ms = cfg.windows.allowed_lateness_s * 1000
     dedup_ms = cfg.normalization.dedup_window_s * 1000
     dedup_max = cfg.normalization.dedup_max_entries
+    topic_sources = {topic: src for src, topic in cfg.kafka.topics.by_source().items()}
 
     def step(state: ShardState | None, batch: RawBatch) -> tuple[ShardState, ShardOutput]:
         if state is None:
             state = ShardState(dedup_ms, dedup_max, lateness_ms)
         out = process(state, batch, steps)
-        _count(out)
+        _count(batch, out, state.windows.watermark_ms, topic_sources)
         return state, out
 
     def detect(state: DetectionState | None, out: ShardOutput) -> tuple[DetectionState, DetectionOutput]:
         if state is None:
             state = DetectionState(cfg.detection)
-        return state, state.step(out.shard, out.windows, out.signals, out.final)
+        found = state.step(out.shard, out.windows, out.signals, out.final)
+        _count_detection(found)
+        return state, found
 
     flow = Dataflow("llm_analytics_hub")
     batches = op.input("input", flow, source)
@@ -110,16 +116,37 @@ def _alert_records(kv: tuple[str, DetectionOutput]) -> list[Record] | None:
     return [(r.id.encode(), alert_json(r)) for r in kv[1].alerts] or None
 
 
-def _count(out: ShardOutput) -> None:
+def _count(batch: RawBatch, out: ShardOutput, watermark_ms: int, topic_sources: dict[str, str]) -> None:
+    """Per batch, never per event: the worker metrics and the flow's heartbeat."""
+    metrics.HEARTBEAT.beat()
     metrics.BATCHES.inc()
-    if out.events:
-        metrics.EVENTS.labels(shard=out.shard).inc(out.events)
-    for d in out.dead_letters:
-        metrics.DEAD_LETTERS.labels(reason=d.code or "invalid").inc()
+    if batch.messages:
+        source = topic_sources.get(batch.messages[0].topic) or batch.shard.split(":")[0]  # file, synthetic
+        metrics.INPUT.labels(source=source).inc(len(batch.messages))
+    if out.events and out.event_columns is not None:
+        for source, n in Counter(out.event_columns[SOURCE_COLUMN]).items():
+            metrics.EVENTS.labels(source=source, shard=out.shard).inc(n)
+    if out.dead_letters:
+        for reason, n in Counter(d.code or "invalid" for d in out.dead_letters).items():
+            metrics.DEAD_LETTERS.labels(reason=reason).inc(n)
+        for source, n in Counter(d.source or "unknown" for d in out.dead_letters if d.code == "duplicate").items():
+            metrics.DUPLICATES.labels(source=source).inc(n)
     for s in out.skipped:
         metrics.SKIPPED.labels(reason=s.reason).inc(s.count)
     if out.late_rows:
         metrics.LATE.inc(len(out.late_rows))
+    if watermark_ms > 0:
+        metrics.WATERMARKS.set(out.shard, watermark_ms)
+
+
+def _count_detection(found: DetectionOutput) -> None:
+    for kind, n in Counter(a.anomaly_type for a in found.anomalies).items():
+        metrics.ANOMALIES.labels(type=kind).inc(n)
+    opened = sum(1 for i in found.incidents if i.version == 1)
+    if opened:
+        metrics.INCIDENTS.inc(opened)
+    for alert in found.alerts:
+        metrics.ALERTS.labels(kind="incident" if isinstance(alert, Incident) else "anomaly").inc()
 
 
 def get_flow() -> Dataflow:
