@@ -62,10 +62,8 @@ def _camel(name: str) -> str:
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
-def _rekey(obj: Any, fn: Any) -> Any:
-    if isinstance(obj, dict):
-        return {fn(k): _rekey(v, fn) for k, v in obj.items()}
-    return obj
+def _rekey(obj: dict[str, Any], fn: Any) -> dict[str, Any]:
+    return {fn(k): _rekey(v, fn) if type(v) is dict else v for k, v in obj.items()}
 
 
 def hub_to_base(obj: dict[str, Any]) -> dict[str, Any]:
