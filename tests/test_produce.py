@@ -5,6 +5,7 @@ the hub, run over the topics, stores exactly the events asked for.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import subprocess
@@ -25,6 +26,7 @@ from connectors.synthetic import generate, generate_messages
 from connectors.synthetic_incidents import BOTNET, FORMATS, INCIDENTS, SPIKE_FACTOR
 from flows import cli
 from flows.cli import main
+from flows.produce import ProgressLine
 from operators.normalize import Normalizer, detect_format
 from operators.shard.step import ShardState, ShardSteps, process
 from schemas.items import RawBatch
@@ -127,6 +129,28 @@ def test_legacy_generate_still_counts_messages() -> None:
 
 
 # --- hub produce on the broker ----------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_rewrites_one_line_on_a_terminal_and_logs_lines_otherwise() -> None:
+    log = io.StringIO()
+    progress = ProgressLine(log, log_interval_s=0)
+    progress.maybe("10 events")
+    progress.note("incident started")
+    progress.maybe("20 events")
+    assert log.getvalue().splitlines() == ["hub produce: 10 events", "hub produce: incident started",
+                                           "hub produce: 20 events"]
+    tty = _Terminal()
+    progress = ProgressLine(tty)
+    progress.last -= 1.0  # a second has passed
+    progress.maybe("10 events")
+    progress.note("incident started")  # ends the live line first
+    progress.end()
+    assert tty.getvalue() == "\r10 events   \nhub produce: incident started\n"
 
 
 def test_produce_help() -> None:
