@@ -317,3 +317,13 @@ format = "slack"
     assert cfg.budgets[0].thresholds == [0.8, 1.0]
     assert load(tmp_path, to_toml(cfg)) == cfg
     assert check_alerting(cfg.budgets, cfg.alerts) is None
+
+
+def test_the_readme_example_config_loads(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Budgets, alerts and notifications"):]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg = load(tmp_path, example)
+    assert len(cfg.budgets) == 1 and len(cfg.alerts.rules) == 7 and cfg.alerts.channels[0].format == "slack"
