@@ -12,7 +12,8 @@ again, and one that was pending is sent after the restart. The one gap HTTP leav
 after the receiver answered 2xx and before `sent` is recorded sends that notification again,
 with the same `Idempotency-Key` header (and `idempotency_key` in JSON bodies) for receivers that
 deduplicate. Sending happens off the flow thread, so a slow or failing channel never stalls the
-flow; `close()` waits for what is queued.
+flow; `close()` delivers what is queued, except that after a stop request (SIGTERM, Ctrl-C) a
+failing channel is not waited out: its notifications stay pending for the next start.
 """
 from __future__ import annotations
 
@@ -30,12 +31,12 @@ from urllib.parse import urlparse
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set, wait_exponential
 
 from config.alerts import Channel
 from config.errors import HubError
 from config.settings import ClickHouseSettings
-from connectors import worker_metrics
+from connectors import shutdown, worker_metrics
 from connectors.clickhouse import connect, first_line
 from schemas.alerts import NOTIFICATION_COLUMNS, Notification, NotificationStatus, notification_row
 
@@ -52,6 +53,16 @@ class Retryable(Exception):
 
 class Refused(Exception):
     """The receiver refused the request (any other 4xx): retrying would not help."""
+
+
+class Interrupted(Exception):
+    """A stop was requested while waiting to try again."""
+
+
+def _pause(seconds: float) -> None:
+    """Backoff that a stop request (SIGTERM, Ctrl-C) cuts short: no further attempt is made."""
+    if shutdown.requested.wait(seconds):
+        raise Interrupted("stopping")
 
 
 def channel_urls(channels: list[Channel], environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -107,13 +118,18 @@ class _Sender:
         self.channel, self.url = channel, url
         self.client = connect(store)
         self.queue: queue.Queue[Notification | None] = queue.Queue()
+        self.failing = False
         self.thread = threading.Thread(target=self._run, name=f"webhook-{channel.name}", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while (n := self.queue.get()) is not None:
+            if shutdown.requested.is_set() and self.failing:
+                continue  # stopping: not waiting out a failing channel; it stays pending for the next start
             try:
                 attempts, error = self.deliver(n)
+                if error is not None and shutdown.requested.is_set():
+                    continue
                 status: NotificationStatus = "sent" if error is None else "failed"
                 _record(self.client, n, status, attempts, error or "")
             except Exception as exc:  # the thread must go on with the next one; this one stays pending
@@ -126,15 +142,19 @@ class _Sender:
                       "recorded in notifications with status 'failed'", file=sys.stderr, flush=True)
 
     def deliver(self, n: Notification) -> tuple[int, str | None]:
+        """Attempts with exponential backoff; a stop request (SIGTERM, Ctrl-C) cuts the waiting short."""
         c = self.channel
-        retrying = Retrying(stop=stop_after_attempt(c.max_attempts), retry=retry_if_exception_type(Retryable),
+        retrying = Retrying(stop=stop_after_attempt(c.max_attempts) | stop_when_event_set(shutdown.requested),
+                            retry=retry_if_exception_type(Retryable), sleep=_pause,
                             wait=wait_exponential(multiplier=c.backoff_s, max=c.backoff_max_s), reraise=True)
         try:
             for attempt in retrying:
                 with attempt:
                     post(self.url, n.body, n.key, c.timeout_s)
-        except (Retryable, Refused) as exc:
+        except (Retryable, Refused, Interrupted) as exc:
+            self.failing = True
             return retrying.statistics.get("attempt_number", 1), str(exc)
+        self.failing = False
         return retrying.statistics.get("attempt_number", 1), None
 
     def close(self) -> None:

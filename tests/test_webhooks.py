@@ -62,3 +62,28 @@ def test_outbox_sends_pending_once_and_skips_recorded_keys(tmp_path):
                             "ORDER BY alert_id").result_rows
     assert rows == [("alert-1", "hook", "sent", 2, ""), ("alert-2", "hook", "sent", 1, ""),
                     ("alert-3", "hook", "sent", 1, ""), ("alert-4", "gone", "failed", 1, "HTTP 404")]
+
+
+def test_a_stop_request_does_not_wait_out_a_failing_channel(tmp_path):
+    from connectors import shutdown
+
+    store = ClickHouseSettings(dsn=f"chdb://{tmp_path}/store")
+    with closing(connect(store)) as client:
+        migrate(client, RetentionSettings())
+    with WebhookServer(always_fail={"/down"}) as hooks:
+        sink = WebhookSink([Channel(name="hook", url_env="X", backoff_s=30, max_attempts=5)], store,
+                           urls={"hook": hooks.url("/down")})
+        part = sink.build_part("webhooks", "webhooks", None)
+        part.write_batch([[note(1), note(2)]])
+        wait_for(lambda: hooks.requests("/down"), 30, "the first attempt")
+        shutdown.requested.set()  # SIGTERM while it waits 30 s before the next attempt
+        try:
+            started = time.monotonic()
+            part.close()
+            assert time.monotonic() - started < 10
+        finally:
+            shutdown.requested.clear()
+    assert len(hooks.requests("/down")) == 1
+    with closing(connect(store)) as client:
+        rows = client.query("SELECT alert_id, status FROM notifications FINAL ORDER BY alert_id").result_rows
+    assert rows == [("alert-1", "pending"), ("alert-2", "pending")]  # sent at the next start
