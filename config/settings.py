@@ -183,8 +183,6 @@ def _check_no_file_secrets(data: dict[str, Any], path: Path) -> None:
                 f"kafka.client_config.{key} in {path}: secrets are read only from the environment "
                 f"({ENV_PREFIX}KAFKA__SASL_PASSWORD, or HUB_KAFKA__CLIENT_CONFIG__{key.replace('.', '_').upper()})"
             )
-
-
     for where in literal_urls(data):
         raise ConfigError(f"{where} in {path}: webhook URLs carry tokens and are read only from the environment; "
                           "name the variable that holds it with url_env")
