@@ -11,6 +11,7 @@ import msgspec
 from operators.compliance import ComplianceBook
 from operators.feeds import Horizon, UsageBook
 from operators.registry.book import AssetBook
+from schemas.feeds import ViolationReport
 from schemas.items import DetectionOutput, GovernanceBatch, RegistryOutput, ShardOutput
 
 MINUTE_MS = 60_000
@@ -52,6 +53,9 @@ class RegistryState:
         self.compliance = ComplianceBook()
         self.usage = UsageBook()
         self.horizon = Horizon()
+        # Violation reports wait until their time is whole across shards: by then the registry
+        # events before them were taken, whichever shard they came on.
+        self.violations: list[ViolationReport] = []
 
     def step(self, out: ShardOutput, found: DetectionOutput, gov: GovernanceBatch | None,
              steps: RegistrySteps = RegistrySteps()) -> RegistryOutput:
@@ -62,13 +66,18 @@ class RegistryState:
                 res.assets, res.asset_events, res.profiles = applied.assets, applied.asset_events, applied.profiles
             if gov.facts is not None:
                 self.compliance.add(gov.facts)
-            res.violations, res.audit = gov.violations, gov.audit
-        if self.book:
-            self._enrich(res, found)
+            self.violations += gov.violations
+            res.audit = gov.audit
         if steps.usage:
             self.usage.add(out.windows)
         self.horizon.update(out.shard, out.closed_ms, out.watermark_ms, out.final)
         complete = self.horizon.complete_ms
+        if self.violations:
+            res.violations = sorted((v for v in self.violations if v.time_ms < complete), key=lambda v: v.time_ms)
+            if res.violations:
+                self.violations = [v for v in self.violations if v.time_ms >= complete]
+        if self.book:
+            self._enrich(res, found)
         as_of = self.book.as_of if self.book else None
         res.reports = self.compliance.reports(complete, as_of)
         if steps.usage:
