@@ -8,6 +8,7 @@ from operators.compliance import ComplianceBook
 from operators.compliance.reports import DAY_MS, HOUR_MS
 from operators.feeds import Horizon, UsageBook
 from operators.registry import AssetBook, RegistryState
+from operators.registry.book import MAX_HISTORY
 from schemas.assets import RegistryChange
 from schemas.events import EVENT_TYPE_OF
 from schemas.incidents import Anomaly, Incident
@@ -75,6 +76,14 @@ def test_old_versions_are_dropped_after_the_history_horizon():
     assert [e.profile.owner for e in book.entries["m"]] == ["b", "c"] and book.as_of("m", 10 * DAY_MS).owner == "b"
     book.apply([change(4, DAY_MS, AssetUpdated(asset_id="m", owner="d"))])  # older than what is kept
     assert book.too_old == 1 and book.entries["m"][-1].profile.owner == "c"
+    assert book.as_of("m", 2 * DAY_MS).owner == "b"  # before the oldest kept version: that version
+
+
+def test_history_is_bounded_per_asset():
+    book = AssetBook()
+    book.apply([change(i, i * 1000, AssetUpdated(asset_id="m", owner=f"o{i}")) for i in range(MAX_HISTORY + 50)])
+    assert len(book.entries["m"]) == len(book.ids["m"]) == MAX_HISTORY
+    assert book.as_of("m", 0).owner == "o50" and book.as_of("m", 10**9).owner == f"o{MAX_HISTORY + 49}"
 
 
 def window(metric: str, minute: int, count: int = 1, total: float = 1.0, model: str = "gpt-4o") -> WindowMetric:

@@ -4,7 +4,10 @@ asset as it was at the end of its window, whatever order registry events and win
 An asset's history is the fold of its registry events in event-time order; an event that arrives
 out of order is put in its place and the later profiles are folded again, so the history depends
 only on which events arrived, not on their order. Superseded versions are kept KEEP_HISTORY_MS of
-event time (windows that late still find their asset); the latest version is always kept.
+event time (windows that late still find their asset), at most MAX_HISTORY per asset (a registry
+that changes an asset many times a second, like the synthetic generator's, must not grow the
+snapshots); the latest version is always kept, and a time before the oldest kept version is
+answered with that version.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from schemas.incidents import stable_id
 from schemas.payloads.registry import AssetUpdated
 
 KEEP_HISTORY_MS = 8 * 86_400_000
+MAX_HISTORY = 256
 PRODUCTION = frozenset(("production", "prod"))
 # Metadata an event carries flat; a non-empty value (or one `changed_fields` names) replaces the old.
 _FIELDS = ("name", "asset_type", "owner", "category", "provider", "description")
@@ -125,6 +129,7 @@ class AssetBook:
     def __init__(self) -> None:
         self.entries: dict[str, list[_Entry]] = {}
         self.times: dict[str, list[int]] = {}
+        self.ids: dict[str, set[str]] = {}
         # Lookup key (asset id, canonical asset name or id) -> asset id.
         self.keys: dict[str, str] = {}
         # Asset id -> event time of its oldest kept entry, once older ones were dropped.
@@ -142,7 +147,8 @@ class AssetBook:
             asset = c.payload.asset_id
             entries = self.entries.setdefault(asset, [])
             times = self.times.setdefault(asset, [])
-            if any(e.change.event_id == c.event_id for e in entries):
+            ids = self.ids.setdefault(asset, set())
+            if c.event_id in ids:
                 continue  # the same registry event again (another partition, a producer retry)
             pos = bisect.bisect_right(times, c.time_ms)
             while pos > 0 and entries[pos - 1].time_ms == c.time_ms and entries[pos - 1].change.event_id > c.event_id:
@@ -153,6 +159,7 @@ class AssetBook:
                 continue
             entries.insert(pos, _Entry(c, fold(entries[pos - 1].profile if pos else None, c)))
             times.insert(pos, c.time_ms)
+            ids.add(c.event_id)
             for i in range(pos + 1, len(entries)):
                 entries[i] = _Entry(entries[i].change, fold(entries[i - 1].profile, entries[i].change))
             after = entries[pos].profile
@@ -182,15 +189,18 @@ class AssetBook:
         if asset is None:
             return None
         i = bisect.bisect_left(self.times[asset], end_ms)
-        return self.entries[asset][i - 1].info if i else None
+        if i:
+            return self.entries[asset][i - 1].info
+        return self.entries[asset][0].info if asset in self.floor else None
 
     def _prune(self) -> None:
         cutoff = self.newest_ms - KEEP_HISTORY_MS
         for asset, entries in self.entries.items():
-            drop = 0
+            drop = max(len(entries) - MAX_HISTORY, 0)
             while drop + 1 < len(entries) and entries[drop + 1].time_ms < cutoff:
                 drop += 1
             if drop:
+                self.ids[asset].difference_update(e.change.event_id for e in entries[:drop])
                 del entries[:drop]
                 del self.times[asset][:drop]
                 self.floor[asset] = entries[0].time_ms
