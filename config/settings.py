@@ -51,6 +51,12 @@ class Topics(msgspec.Struct, forbid_unknown_fields=True):
     policy: str = "llm.policy"
     dead_letter: str = "llm.dead-letters"
     alerts: str = "llm.alerts"
+    # Outbound feeds (README "Registry, compliance and feeds"); an empty name turns that feed off.
+    usage_feed: str = "llm.feeds.usage"
+    compliance_feed: str = "llm.feeds.compliance"
+    violation_feed: str = "llm.feeds.violations"
+    audit_feed: str = "llm.feeds.audit"
+    asset_feed: str = "llm.feeds.assets"
 
     def by_source(self) -> dict[str, str]:
         """Source module -> input topic."""
@@ -115,6 +121,7 @@ class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True):
     incidents_days: PositiveInt = 365
     # alerts, budget_status and notifications (the sent-log: keep it longer than any replay reaches back).
     alerts_days: PositiveInt = 365
+    compliance_reports_days: PositiveInt = 365
 
 
 class RecoverySettings(msgspec.Struct, forbid_unknown_fields=True):

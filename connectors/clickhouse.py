@@ -19,6 +19,7 @@ from clickhouse_connect.driver.client import Client
 
 from config.errors import HubError
 from config.settings import ClickHouseSettings
+from schemas.assets import ASSET_INFO_COLUMNS
 
 
 class StoreError(HubError):
@@ -128,7 +129,7 @@ def first_line(exc: BaseException) -> str:
 
 
 METRICS_1M_COLUMNS = ["metric", "model", "endpoint", "team", "window_start", "shard", "count", "sum", "min", "max",
-                      "sumsq", "hist"]
+                      "sumsq", "hist", *ASSET_INFO_COLUMNS]
 
 
 def insert_new_windows(client: Client, rows: list[list[Any]]) -> int:

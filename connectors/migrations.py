@@ -60,6 +60,7 @@ RETENTION = {
     "alerts": ("toDateTime(starts_at)", "alerts_days"),
     "budget_status": ("toDateTime(period_start)", "alerts_days"),
     "notifications": ("toDateTime(created_at)", "alerts_days"),
+    "compliance_reports": ("toDateTime(window_start)", "compliance_reports_days"),
 }
 WINDOW_SETS: dict[str, tuple[Window, ...]] = {"window": WINDOWS, "rollup": ROLLUPS}
 _BLOCK = re.compile(r"^-- @for (\w+)[ \t]*\n(.*?)^-- @end[ \t]*(?:\n|\Z)", re.M | re.S)

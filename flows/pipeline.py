@@ -1,5 +1,6 @@
-"""The main dataflow: input batches -> per-shard normalize/dedup/windows -> detection -> outputs
-(ClickHouse; with Kafka configured also the dead-letter and alerts topics).
+"""The main dataflow: input batches -> per-shard normalize/dedup/windows -> detection -> registry
+(enrichment, compliance reports, feeds) -> outputs (ClickHouse; with Kafka configured also the
+dead-letter, alerts and feed topics).
 
 `hub run` builds and runs it in-process; for clusters use
 `python -m bytewax.run flows.pipeline:get_flow -w N -i I -a ADDRS` (config from HUB_CONFIG and
@@ -13,6 +14,7 @@ from contextlib import closing
 from datetime import timedelta
 
 import bytewax.operators as op
+import msgspec
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
@@ -31,11 +33,13 @@ from operators.detect import DetectionState
 from operators.normalize import Normalizer
 from operators.cost import PriceTable, Pricer
 from operators.normalize.model_names import ModelNames
+from operators.registry import RegistryState, RegistrySteps, governance_batch
 from operators.shard import BILLED, ColumnRules, ShardState, ShardSteps, process
 from schemas.events import PriceChange
 from schemas.alerts import alert_record_json
 from schemas.incidents import Incident, alert_json
-from schemas.items import AlertFeed, AlertOutput, DetectionOutput, RawBatch, ShardOutput
+from schemas.feeds import feed_json
+from schemas.items import AlertFeed, AlertOutput, DetectionOutput, GovernanceBatch, RawBatch, RegistryOutput, ShardOutput
 from schemas.rows import COLUMN_NAMES, dead_letter_record
 
 SOURCE_COLUMN = COLUMN_NAMES.index("source")
@@ -78,19 +82,32 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | Non
     webhooks = WebhookSink(cfg.alerts.channels, cfg.clickhouse) if alerting and cfg.alerts.channels and store is None \
         else None
 
-    def for_detection(kv: tuple[str, ShardOutput]) -> tuple[str, tuple[ShardOutput, AlertFeed | None]]:
-        out = kv[1]
-        slim = ShardOutput(out.shard, windows=out.windows, signals=out.signals, final=out.final)
-        return "detection", (slim, feeder.feed(out) if alerting else None)
+    topics = cfg.kafka.topics
+    feeds = bool(cfg.kafka.bootstrap_servers) and store is None
+    registry_steps = RegistrySteps(ModelNames(cfg.models).canonical, usage=feeds and bool(topics.usage_feed))
+    violations, audit = feeds and bool(topics.violation_feed), feeds and bool(topics.audit_feed)
 
-    def detect(state: DetectionState | None, item: tuple[ShardOutput, AlertFeed | None]
-               ) -> tuple[DetectionState, tuple[DetectionOutput, AlertFeed | None]]:
-        out, feed = item
+    def for_detection(kv: tuple[str, ShardOutput]) -> tuple[str, Detecting]:
+        out = kv[1]
+        slim = ShardOutput(out.shard, windows=out.windows, signals=out.signals, final=out.final,
+                           watermark_ms=out.watermark_ms, closed_ms=out.closed_ms)
+        return "detection", (slim, feeder.feed(out) if alerting else None,
+                             governance_batch(out.event_columns, violations, audit))
+
+    def detect(state: DetectionState | None, item: Detecting) -> tuple[DetectionState, Detected]:
+        out, feed, gov = item
         if state is None:
             state = DetectionState(cfg.detection)
         found = state.step(out.shard, out.windows, out.signals, out.final)
         _count_detection(found)
-        return state, (found, feed)
+        return state, (out, found, feed, gov)
+
+    def register(state: RegistryState | None, item: Detected
+                 ) -> tuple[RegistryState, tuple[DetectionOutput, AlertFeed | None, RegistryOutput]]:
+        out, found, feed, gov = item
+        if state is None:
+            state = RegistryState()
+        return state, (found, feed, state.step(out, found, gov, registry_steps))
 
     def alert(state: AlertState | None, item: tuple[AlertFeed, DetectionOutput]) -> tuple[AlertState, AlertOutput]:
         feed, found = item
@@ -109,13 +126,17 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | Non
     # sources); only the small parts of a batch travel there, with what alerting takes from it.
     slim = op.map("for_detection", outputs, for_detection)
     detect_out = op.stateful_map("detect", slim, detect)
-    detected = op.map("found", detect_out, lambda kv: (kv[0], kv[1][0]))
-    to_store = [outputs, detected]
+    # After detection, on the same key: registry state enriches the windows (written from here, not
+    # from the shard step) and what was found in them, and builds compliance reports and feeds.
+    enriched = op.stateful_map("registry", detect_out, register)
+    detected = op.map("found", enriched, lambda kv: (kv[0], kv[1][0]))
+    registered = op.map("registered", enriched, lambda kv: (kv[0], kv[1][2]))
+    to_store = [op.map("without_windows", outputs, _without_windows), detected, registered]
     alerted = None
     if alerting is not None:
         # After detection, in one ordered stream: alert rules see each shard's windows and spend
         # together with the anomalies and incidents found in them.
-        alerted = op.stateful_map("alerts", op.map("for_alerts", detect_out, lambda kv: ("alerts", (kv[1][1], kv[1][0]))),
+        alerted = op.stateful_map("alerts", op.map("for_alerts", enriched, lambda kv: ("alerts", (kv[1][1], kv[1][0]))),
                                   alert)
         to_store.append(alerted)
     # One output per destination; a new destination is one connector and one line here.
@@ -132,7 +153,31 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | Non
         if alerted is not None:
             records = op.merge("all_alert_records", records, op.filter_map("rule_alert_records", alerted, _rule_alert_records))
         op.output("alerts_topic", records, KafkaTopicSink(producer, cfg.kafka.topics.alerts))
+        for name, (attr, key) in FEEDS.items():
+            topic = getattr(topics, name)
+            if topic:
+                op.output(name, op.filter_map(f"{name}_records", registered, _feed_records(attr, key)),
+                          KafkaTopicSink(producer, topic))
     return flow
+
+
+# The feed topics of [kafka.topics]: RegistryOutput attribute, and the record field keying its messages.
+FEEDS = {"usage_feed": ("usage", "id"), "compliance_feed": ("reports", "id"), "violation_feed": ("violations", "id"),
+         "audit_feed": ("audit", "id"), "asset_feed": ("profiles", "asset_id")}
+# (slim shard output, alert feed, governance rows) -> detection -> (the same, with what was found).
+Detecting = tuple[ShardOutput, AlertFeed | None, GovernanceBatch | None]
+Detected = tuple[ShardOutput, DetectionOutput, AlertFeed | None, GovernanceBatch | None]
+
+
+def _without_windows(kv: tuple[str, ShardOutput]) -> tuple[str, ShardOutput]:
+    """The shard's rows for the store; its windows are written enriched, from the registry step."""
+    return kv[0], msgspec.structs.replace(kv[1], windows=[]) if kv[1].windows else kv[1]
+
+
+def _feed_records(attr: str, key: str):
+    def records(kv: tuple[str, RegistryOutput]) -> list[Record] | None:
+        return [(getattr(r, key).encode(), feed_json(r)) for r in getattr(kv[1], attr)] or None
+    return records
 
 
 def shard_steps(cfg: HubConfig, prices: list[tuple[int, PriceChange]] | None = None) -> ShardSteps:

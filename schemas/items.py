@@ -10,6 +10,8 @@ from typing import Any
 import msgspec
 
 from schemas.alerts import AlertRecord, BudgetStatus, Notification
+from schemas.assets import AssetProfile, RegistryChange
+from schemas.feeds import AssetProfileEvent, AuditEntry, ComplianceReport, UsageRecord, ViolationReport
 from schemas.incidents import Anomaly, Incident, Signal
 from schemas.metrics import WindowMetric
 from schemas.raw import DeadLetter, RawMessage, Skipped
@@ -86,3 +88,41 @@ class AlertOutput(msgspec.Struct):
     alerts: list[AlertRecord] = []
     budgets: list[BudgetStatus] = []
     notifications: list[Notification] = []
+
+
+class ComplianceFacts(msgspec.Struct):
+    """A batch's policy evaluations and violations, column-wise: `kind` 1 = compliant evaluation,
+    0 = non-compliant evaluation, 2 = violation; `asset` is the asset id, else the model."""
+
+    time_ms: list[int]
+    kind: list[int]
+    asset: list[str]
+    team: list[str]
+    violation_type: list[str]
+    severity: list[str]
+
+
+class GovernanceBatch(msgspec.Struct):
+    """What the registry step takes from one shard output besides its windows: its registry
+    events, compliance facts, and the violation and audit records of the feeds (only events of
+    these kinds travel; for most batches this is empty)."""
+
+    registry: list[RegistryChange] = []
+    facts: ComplianceFacts | None = None
+    violations: list[ViolationReport] = []
+    audit: list[AuditEntry] = []
+
+
+class RegistryOutput(msgspec.Struct):
+    """What the registry step produced while taking one shard output: its windows, enriched with
+    their assets (the ClickHouse output writes windows from here), the asset rows, compliance
+    reports and the feed records."""
+
+    windows: list[WindowMetric] = []
+    assets: list[AssetProfile] = []
+    asset_events: list[tuple] = []
+    reports: list[ComplianceReport] = []
+    usage: list[UsageRecord] = []
+    violations: list[ViolationReport] = []
+    audit: list[AuditEntry] = []
+    profiles: list[AssetProfileEvent] = []
