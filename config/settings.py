@@ -81,6 +81,9 @@ class ClickHouseSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Rollup tiers (5m..1mo) trail metrics_1m by at most this; they are whole at every checkpoint.
     rollup_refresh_s: PositiveFloat = 5.0
     connect_timeout_s: float = 10.0
+    # Embedded store: `hub run` serves it over ClickHouse's HTTP interface on 127.0.0.1 (address in
+    # DIR/.hub-live) so `hub query` and `hub serve` read it while the run writes it.
+    live: bool = True
 
     def __post_init__(self) -> None:
         # A password in the DSN would be shown by `config show` and was never sent: refuse it.

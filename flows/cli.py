@@ -201,15 +201,15 @@ def cmd_reprice(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from connectors.clickhouse import connect
+    from connectors.clickhouse import connect, read_only_settings
 
     if bool(args.sql) == bool(args.report):
         raise HubError("give either SQL or --report NAME")
     cfg = config_from(args)
     sql = REPORTS[args.report] if args.report else args.sql
-    with closing(connect(cfg.clickhouse)) as client:
+    with closing(connect(cfg.clickhouse, read_only=True)) as client:
         try:  # read-only: a query can't drop or change what the pipeline writes
-            result = client.query(sql, settings={"readonly": 1})
+            result = client.query(sql, settings=read_only_settings(client))
         except Exception as exc:
             raise HubError(f"ClickHouse rejected the query: {_first_line(exc)}") from None
     print_rows(list(result.column_names), result.result_rows, args.format)
@@ -261,6 +261,9 @@ def _first_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The `hub` program itself (no argv given) owns its process: `hub run` may turn the embedded
+    # engine into a live server, which can start once per process (flows/runner.py).
+    args.own_process = argv is None
     # clickhouse-connect logs its own copy of errors we already report in one line.
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     func: Callable[[argparse.Namespace], int] = args.func
