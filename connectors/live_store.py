@@ -41,6 +41,7 @@ from typing import Any
 from config.errors import HubError
 
 LIVE_FILE = ".hub-live"
+RUN_DIR = ".hub-live-run"  # the engine's config.xml, users.xml (password hashes), stop FIFO, port
 TOKEN_HEADER = "X-Hub-Live"
 WRITER = "hub_writer"
 READER = "hub_reader"
@@ -146,7 +147,10 @@ class LiveServer:
     def start(self, timeout_s: float = START_TIMEOUT_S) -> "LiveServer":
         """Start the engine on a thread and wait until it listens; raise LiveStoreError if not."""
         self.path.mkdir(parents=True, exist_ok=True)
-        run = self.run_dir = Path(tempfile.mkdtemp(prefix="hub-live-"))  # 0700: holds the users file
+        # In the store, not in /tmp: a killed run's leftovers are replaced by the next start.
+        run = self.run_dir = self.path / RUN_DIR
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir(mode=0o700)
         (run / "users.xml").write_text(_users_xml(self.writer_password, self.reader_password))
         (run / "config.xml").write_text(_config_xml(self.token, run / "users.xml"))
         os.mkfifo(run / "stop.fifo", 0o600)
