@@ -140,6 +140,22 @@ class MetricsEndpointSettings(msgspec.Struct, forbid_unknown_fields=True):
     stall_after_s: PositiveFloat = 120.0
 
 
+class ServeSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """`hub serve`: the HTTP API over the store (and, later, HTTP ingest)."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    # Store queries at once; a request that finds no free slot within query_timeout_s gets 429.
+    max_concurrent_queries: PositiveInt = 10
+    # ClickHouse max_execution_time of every API query; past it the answer is a 504 problem.
+    query_timeout_s: PositiveFloat = 5.0
+    default_page_size: PositiveInt = 100
+    max_page_size: PositiveInt = 1000
+    # Secret: only from HUB_SERVE__API_KEYS, comma-separated keys or sha256:<hex> of keys. Required
+    # when host is not a loopback address.
+    api_keys: str = ""
+
+
 class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = msgspec.field(default_factory=ClickHouseSettings)
@@ -151,10 +167,11 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     detection: DetectionSettings = msgspec.field(default_factory=DetectionSettings)
     cost: CostSettings = msgspec.field(default_factory=CostSettings)
     models: ModelSettings = msgspec.field(default_factory=ModelSettings)
+    serve: ServeSettings = msgspec.field(default_factory=ServeSettings)
 
 
 # (section, key) pairs that may only come from the environment.
-SECRETS = {("kafka", "sasl_password"), ("clickhouse", "password")}
+SECRETS = {("kafka", "sasl_password"), ("clickhouse", "password"), ("serve", "api_keys")}
 SECRET_CLIENT_KEYS = ("sasl.password", "ssl.key.password", "ssl.keystore.password")
 
 

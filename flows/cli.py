@@ -1,4 +1,5 @@
-"""`hub`: run the pipeline, migrate and query the store, export schemas, show config, probe a running hub.
+"""`hub`: run the pipeline, migrate and query the store, serve the HTTP API, export schemas, show config,
+probe a running hub.
 
 Every failure an operator can cause (bad flag, bad config, unreachable Kafka/ClickHouse, bad
 SQL) ends as one line on stderr and a non-zero exit code, never a traceback.
@@ -122,6 +123,15 @@ def build_parser() -> Parser:
     q.add_argument("--format", choices=["table", "jsonl", "csv"], default="table", help="output format (default table)")
     q.set_defaults(func=cmd_query)
 
+    srv = sub.add_parser("serve", parents=[common], help="HTTP API over the store (OpenAPI at /docs)",
+                         description="Serve the HTTP API: metrics with percentiles, events, anomalies, incidents "
+                                     "with their graph; read-only. On an embedded store that a running `hub run` "
+                                     "serves live, reads go to that run. A host other than loopback needs API keys "
+                                     "(HUB_SERVE__API_KEYS). Settings: [serve] in the config.")
+    srv.add_argument("--host", help="address to listen on (overrides serve.host; default 127.0.0.1)")
+    srv.add_argument("--port", type=int, help="port (overrides serve.port; default 8080)")
+    srv.set_defaults(func=cmd_serve)
+
     schema = sub.add_parser("schema", parents=[common], help="JSON Schemas of the accepted wire formats",
                             description="Work with the published schemas of the accepted wire formats.")
     ssub = schema.add_subparsers(dest="schema_command", required=True, parser_class=Parser, metavar="ACTION")
@@ -214,6 +224,14 @@ def cmd_query(args: argparse.Namespace) -> int:
             raise HubError(f"ClickHouse rejected the query: {_first_line(exc)}") from None
     print_rows(list(result.column_names), result.result_rows, args.format)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.serve import serve
+
+    cfg = load_config(args.config, overrides={"kafka.bootstrap_servers": args.kafka, "clickhouse.dsn": args.clickhouse,
+                                              "serve.host": args.host, "serve.port": args.port})
+    return serve(cfg)
 
 
 def cmd_schema_export(args: argparse.Namespace) -> int:
