@@ -151,6 +151,14 @@ class ServeSettings(msgspec.Struct, forbid_unknown_fields=True):
     query_timeout_s: PositiveFloat = 5.0
     default_page_size: PositiveInt = 100
     max_page_size: PositiveInt = 1000
+    # Ingest (POST /v1/traces|metrics|logs, /api/v1/events): a body over this, before or after
+    # gzip, is refused (413); keep it within the broker's message.max.bytes for OTLP requests.
+    max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    max_batch_items: PositiveInt = 10_000
+    # An ingest request is answered once the broker acknowledged it, or 503 after this long.
+    delivery_timeout_s: PositiveFloat = 10.0
+    # Records produced but not yet acknowledged, over all requests; past it: 429 Retry-After.
+    max_in_flight: PositiveInt = 50_000
     # Secret: only from HUB_SERVE__API_KEYS, comma-separated keys or sha256:<hex> of keys. Required
     # when host is not a loopback address.
     api_keys: str = ""

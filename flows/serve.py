@@ -18,11 +18,13 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from config.errors import HubError
-from config.settings import HubConfig
+from config.settings import HubConfig, kafka_client_config
 from connectors import live_store, store_api
+from connectors.ingest_producer import IngestProducer
 from connectors.clickhouse import chdb_path, is_embedded
 from flows.api_common import PROBLEMS, ApiKeys, ApiProblem, install_problem_handlers, is_loopback, key_digests
 from flows.api_read import build_read_router
+from flows.ingest import build_ingest_router
 from schemas.api import PROBLEM_MEDIA_TYPE, Problem
 
 API_TITLE = "LLM Analytics Hub API"
@@ -37,15 +39,22 @@ class ServeError(HubError):
     """`hub serve` cannot start as configured; one line."""
 
 
-def create_app(cfg: HubConfig, reader: store_api.StoreReader | None = None, keys: list[bytes] | None = None) -> FastAPI:
-    """The ASGI app. `keys`: API key digests (None: from [serve] api_keys)."""
+def create_app(cfg: HubConfig, reader: store_api.StoreReader | None = None, keys: list[bytes] | None = None,
+               producer: IngestProducer | None = None) -> FastAPI:
+    """The ASGI app. `keys`: API key digests (None: from [serve] api_keys). `producer`: for ingest
+    (None: one for [kafka] bootstrap_servers when set, else ingest answers 503)."""
     reader = reader or store_api.StoreReader(cfg.clickhouse, cfg.serve.max_concurrent_queries, cfg.serve.query_timeout_s)
     digests = key_digests(cfg.serve.api_keys) if keys is None else keys
+    if producer is None and cfg.kafka.bootstrap_servers:
+        producer = IngestProducer(kafka_client_config(cfg), cfg.serve.delivery_timeout_s, cfg.serve.max_in_flight,
+                                  cfg.serve.max_body_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         reader.close()  # an embedded store opened here is free again for a `hub run`
+        if producer is not None:
+            producer.close()
 
     app = FastAPI(title=API_TITLE, version="1", lifespan=lifespan,
                   description="Read the hub's store: windowed metrics with percentiles from merged histograms, "
@@ -56,6 +65,7 @@ def create_app(cfg: HubConfig, reader: store_api.StoreReader | None = None, keys
     app.state.reader = reader
     install_problem_handlers(app)
     app.include_router(build_read_router(cfg, reader), dependencies=[Depends(ApiKeys(digests))])
+    app.include_router(build_ingest_router(cfg, producer), dependencies=[Depends(ApiKeys(digests))])
 
     @app.get("/problems/{slug}", include_in_schema=False)
     def problem_type(slug: str) -> PlainTextResponse:
@@ -106,8 +116,10 @@ def serve(cfg: HubConfig) -> int:
         where += (f" (live, served by `hub run` pid {live.pid})" if live
                   else " (opened here: a `hub run` on it cannot start while this serves)")
     keys = f"{len(digests)} API key(s)" if digests else "no API keys (loopback only)"
-    print(f"hub serve: API on http://{host}:{port} (OpenAPI: /docs); reading {where}; {keys}", file=sys.stderr,
-          flush=True)
+    ingest = (f"ingest to Kafka {cfg.kafka.bootstrap_servers}" if cfg.kafka.bootstrap_servers
+              else "no ingest (no [kafka] bootstrap_servers)")
+    print(f"hub serve: API on http://{host}:{port} (OpenAPI: /docs); reading {where}; {ingest}; {keys}",
+          file=sys.stderr, flush=True)
     app = create_app(cfg, reader, digests)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                            timeout_graceful_shutdown=5))
