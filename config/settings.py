@@ -159,6 +159,11 @@ class ServeSettings(msgspec.Struct, forbid_unknown_fields=True):
     delivery_timeout_s: PositiveFloat = 10.0
     # Records produced but not yet acknowledged, over all requests; past it: 429 Retry-After.
     max_in_flight: PositiveInt = 50_000
+    # GET /api/v1/stream (server-sent events): how often it looks for new anomalies and incident
+    # updates, the default heartbeat interval, and how far back it looks for rows stored late.
+    stream_poll_s: PositiveFloat = 1.0
+    stream_heartbeat_s: PositiveFloat = 15.0
+    stream_lookback_s: PositiveFloat = 900.0
     # Secret: only from HUB_SERVE__API_KEYS, comma-separated keys or sha256:<hex> of keys. Required
     # when host is not a loopback address.
     api_keys: str = ""

@@ -24,6 +24,7 @@ from connectors.ingest_producer import IngestProducer
 from connectors.clickhouse import chdb_path, is_embedded
 from flows.api_common import PROBLEMS, ApiKeys, ApiProblem, install_problem_handlers, is_loopback, key_digests
 from flows.api_read import build_read_router
+from flows.api_stream import build_stream_router
 from flows.ingest import build_ingest_router
 from schemas.api import PROBLEM_MEDIA_TYPE, Problem
 
@@ -66,6 +67,7 @@ def create_app(cfg: HubConfig, reader: store_api.StoreReader | None = None, keys
     install_problem_handlers(app)
     app.include_router(build_read_router(cfg, reader), dependencies=[Depends(ApiKeys(digests))])
     app.include_router(build_ingest_router(cfg, producer), dependencies=[Depends(ApiKeys(digests))])
+    app.include_router(build_stream_router(cfg, reader), dependencies=[Depends(ApiKeys(digests))])
 
     @app.get("/problems/{slug}", include_in_schema=False)
     def problem_type(slug: str) -> PlainTextResponse:
