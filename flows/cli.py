@@ -132,6 +132,13 @@ def build_parser() -> Parser:
     srv.add_argument("--port", type=int, help="port (overrides serve.port; default 8080)")
     srv.set_defaults(func=cmd_serve)
 
+    report = sub.add_parser("report", parents=[common], help="write a self-contained HTML report with plots",
+                            description="Write one HTML file (plotly.js inline, opens offline) with interactive plots: "
+                                        "latency p50/p95/p99 per model, error rate, tokens, cost per day per model "
+                                        "and team, anomalies marked on their series, incidents with their graph.")
+    report.add_argument("--html", required=True, metavar="FILE", help="where to write the report")
+    report.set_defaults(func=cmd_report)
+
     schema = sub.add_parser("schema", parents=[common], help="JSON Schemas of the accepted wire formats",
                             description="Work with the published schemas of the accepted wire formats.")
     ssub = schema.add_subparsers(dest="schema_command", required=True, parser_class=Parser, metavar="ACTION")
@@ -232,6 +239,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides={"kafka.bootstrap_servers": args.kafka, "clickhouse.dsn": args.clickhouse,
                                               "serve.host": args.host, "serve.port": args.port})
     return serve(cfg)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from flows.report import write_report
+
+    path = write_report(config_from(args), args.html)
+    print(f"hub report: wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    return 0
 
 
 def cmd_schema_export(args: argparse.Namespace) -> int:

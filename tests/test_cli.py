@@ -13,7 +13,7 @@ import pytest
 from flows import cli
 from flows.cli import build_parser, main
 
-COMMANDS = [["run"], ["migrate"], ["query"], ["serve"], ["schema", "export"], ["config", "show"], ["config", "check"]]
+COMMANDS = [["run"], ["migrate"], ["query"], ["serve"], ["report"], ["schema", "export"], ["config", "show"], ["config", "check"]]
 
 
 def hub(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
