@@ -119,7 +119,8 @@ def _in_use(path: str, read_only: bool) -> str:
                 f"reads only (hub query, hub serve): stop it before changing the store")
     hint = ("; it does not serve live reads ([clickhouse] live = false, or a `hub run` of an older release)"
             if read_only else "")
-    return (f"the embedded store {path} is in use by another process (a running `hub run`?){hint}; "
+    return (f"the embedded store {path} is in use by another process (a running `hub run`, `hub serve` or "
+            f"`hub query`?){hint}; "
             "stop it first, or serve the data over HTTP and use an http:// DSN")
 
 

@@ -46,8 +46,8 @@ def _window(span_s: float) -> str:
 def load(client: Client) -> ReportData:
     ro = read_only_settings(client)
 
-    def rows(sql: str) -> list[tuple]:
-        return client.query(sql, settings=ro).result_rows
+    def rows(sql: str, **params: Any) -> list[tuple]:
+        return client.query(sql, parameters=params, settings=ro).result_rows
 
     first, last, events, dead, skipped = rows(
         "SELECT min(event_time), max(event_time), count(), (SELECT count() FROM dead_letters FINAL), "
@@ -64,13 +64,14 @@ def load(client: Client) -> ReportData:
     anomaly_series: list[tuple] = []
     anomalies: list[tuple] = []
     if series_keys:
-        keys = ", ".join(f"('{m}', '{mo}')" for m, mo in ((_q(a), _q(b)) for a, b in series_keys))
+        keys = [tuple(k) for k in series_keys]
         anomaly_series = rows(
-            f"SELECT metric, model, window_start, sum(sum) / nullIf(sum(count), 0) FROM metrics_1m_stats "
-            f"WHERE (metric, model) IN ({keys}) GROUP BY metric, model, window_start ORDER BY window_start")
+            "SELECT metric, model, window_start, sum(sum) / nullIf(sum(count), 0) FROM metrics_1m_stats "
+            "WHERE (metric, model) IN {keys:Array(Tuple(String, String))} GROUP BY metric, model, window_start "
+            "ORDER BY window_start", keys=keys)
         anomalies = rows(
-            f"SELECT metric, model, window_start, anomaly_type, score, observed, expected, severity FROM anomalies FINAL "
-            f"WHERE (metric, model) IN ({keys}) ORDER BY window_start")
+            "SELECT metric, model, window_start, anomaly_type, score, observed, expected, severity FROM anomalies FINAL "
+            "WHERE (metric, model) IN {keys:Array(Tuple(String, String))} ORDER BY window_start", keys=keys)
     incidents = [dict(zip(("id", "opened_at", "status", "pattern", "severity", "confidence", "assets", "root_cause_id",
                            "member_ids", "member_roles", "member_sources", "member_kinds", "member_times"), r))
                  for r in rows("SELECT id, opened_at, status, pattern, severity, confidence, assets, root_cause_id, "
@@ -78,10 +79,10 @@ def load(client: Client) -> ReportData:
                                f"ORDER BY opened_at DESC LIMIT {MAX_INCIDENTS}")]
     edges: list[tuple] = []
     if incidents:
-        ids = ", ".join(f"'{_q(i['id'])}'" for i in incidents)
         edges = rows("SELECT e.incident_id, e.from_id, e.to_id, e.relationship FROM incident_edges AS e FINAL "
                      "INNER JOIN (SELECT id, max(version) AS version FROM incidents GROUP BY id) AS i "
-                     f"ON e.incident_id = i.id AND e.version = i.version WHERE e.incident_id IN ({ids})")
+                     "ON e.incident_id = i.id AND e.version = i.version WHERE e.incident_id IN {ids:Array(String)}",
+                     ids=[i["id"] for i in incidents])
     return ReportData(
         window=w, first=None if empty else first, last=None if empty else last, totals=totals,
         latency=rows(f"SELECT window_start, model, hub_quantile(sumMap(histogram), 0.5), "
@@ -97,8 +98,3 @@ def load(client: Client) -> ReportData:
         cost_by_team=rows("SELECT window_start, team, sum(sum) FROM metrics_1d_stats WHERE metric = 'cost_usd' "
                           "GROUP BY window_start, team ORDER BY window_start, team"),
         anomaly_series=anomaly_series, anomalies=anomalies, incidents=incidents, edges=edges)
-
-
-def _q(text: str) -> str:
-    """A store value as a SQL string literal body (names come from the store itself)."""
-    return text.replace("\\", "\\\\").replace("'", "\\'")
