@@ -18,6 +18,7 @@ import msgspec
 import tomli_w
 from msgspec import Meta
 
+from config.alerts import AlertSettings, Budget, check_alerting, literal_urls
 from config.cost import CostSettings, ModelSettings, load_prices
 from config.detection import DetectionSettings
 from config.errors import HubError
@@ -50,6 +51,12 @@ class Topics(msgspec.Struct, forbid_unknown_fields=True):
     policy: str = "llm.policy"
     dead_letter: str = "llm.dead-letters"
     alerts: str = "llm.alerts"
+    # Outbound feeds (README "Registry, compliance and feeds"); an empty name turns that feed off.
+    usage_feed: str = "llm.feeds.usage"
+    compliance_feed: str = "llm.feeds.compliance"
+    violation_feed: str = "llm.feeds.violations"
+    audit_feed: str = "llm.feeds.audit"
+    asset_feed: str = "llm.feeds.assets"
 
     def by_source(self) -> dict[str, str]:
         """Source module -> input topic."""
@@ -115,6 +122,9 @@ class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True):
     metrics_1mo_days: PositiveInt = 1825
     anomalies_days: PositiveInt = 365
     incidents_days: PositiveInt = 365
+    # alerts, budget_status and notifications (the sent-log: keep it longer than any replay reaches back).
+    alerts_days: PositiveInt = 365
+    compliance_reports_days: PositiveInt = 365
 
 
 class RecoverySettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -180,6 +190,8 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     detection: DetectionSettings = msgspec.field(default_factory=DetectionSettings)
     cost: CostSettings = msgspec.field(default_factory=CostSettings)
     models: ModelSettings = msgspec.field(default_factory=ModelSettings)
+    budgets: list[Budget] = []
+    alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
     serve: ServeSettings = msgspec.field(default_factory=ServeSettings)
 
 
@@ -211,6 +223,9 @@ def _check_no_file_secrets(data: dict[str, Any], path: Path) -> None:
                 f"kafka.client_config.{key} in {path}: secrets are read only from the environment "
                 f"({ENV_PREFIX}KAFKA__SASL_PASSWORD, or HUB_KAFKA__CLIENT_CONFIG__{key.replace('.', '_').upper()})"
             )
+    for where in literal_urls(data):
+        raise ConfigError(f"{where} in {path}: webhook URLs carry tokens and are read only from the environment; "
+                          "name the variable that holds it with url_env")
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -300,6 +315,9 @@ def load_config(
         cfg = msgspec.convert(merged, HubConfig, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid config ({file}): {_describe(exc, merged)}") from None
+    problem = check_alerting(cfg.budgets, cfg.alerts)
+    if problem:
+        raise ConfigError(f"invalid config ({file}): {problem}")
     try:
         load_prices(cfg.cost.price_files)  # a bad price file fails at start, like a bad config
     except HubError as exc:
@@ -331,8 +349,12 @@ def masked(cfg: HubConfig) -> dict[str, Any]:
     return data
 
 
-def _without_none(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in data.items() if v is not None}
+def _without_none(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_without_none(v) for v in data]
+    if isinstance(data, dict):
+        return {k: _without_none(v) for k, v in data.items() if v is not None}
+    return data
 
 
 def to_toml(cfg: HubConfig) -> str:

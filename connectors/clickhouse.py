@@ -23,6 +23,7 @@ from clickhouse_connect.driver.client import Client
 from config.errors import HubError
 from config.settings import ClickHouseSettings
 from connectors import live_store
+from schemas.assets import ASSET_INFO_COLUMNS
 
 
 class StoreError(HubError):
@@ -186,7 +187,7 @@ def first_line(exc: BaseException) -> str:
 
 
 METRICS_1M_COLUMNS = ["metric", "model", "endpoint", "team", "window_start", "shard", "count", "sum", "min", "max",
-                      "sumsq", "hist"]
+                      "sumsq", "hist", *ASSET_INFO_COLUMNS]
 
 
 def insert_new_windows(client: Client, rows: list[list[Any]]) -> int:

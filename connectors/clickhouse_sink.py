@@ -30,8 +30,11 @@ from config.settings import HubConfig
 from connectors import rollups
 from connectors import worker_metrics as telemetry
 from connectors.clickhouse import connect, first_line, insert_new_windows
+from schemas.alerts import ALERT_COLUMNS, BUDGET_COLUMNS, alert_row, budget_row
+from schemas.assets import ASSET_COLUMNS, ASSET_EVENT_COLUMNS, asset_row
+from schemas.feeds import COMPLIANCE_COLUMNS, compliance_row
 from schemas.incidents import ANOMALY_COLUMNS, EDGE_COLUMNS, INCIDENT_COLUMNS, anomaly_row, edge_row, incident_row
-from schemas.items import DetectionOutput, ShardOutput
+from schemas.items import AlertOutput, DetectionOutput, RegistryOutput, ShardOutput
 from schemas.metrics import window_rows
 from schemas.rows import (DEAD_LETTER_COLUMNS, EVENT_COLUMNS, LATE_COLUMNS, SKIPPED_COLUMNS, dead_letter_row,
                           skipped_row)
@@ -50,7 +53,10 @@ def _arrow_type(ch_type: str) -> pa.DataType:
 
 EVENT_SCHEMA = pa.schema([(name, _arrow_type(t)) for name, t in EVENT_COLUMNS])
 ROW_TABLES = {"dead_letters": DEAD_LETTER_COLUMNS, "skipped_inputs": SKIPPED_COLUMNS, "late_events": LATE_COLUMNS, "anomalies": list(ANOMALY_COLUMNS),
-              "incidents": list(INCIDENT_COLUMNS), "incident_edges": list(EDGE_COLUMNS)}
+              "incidents": list(INCIDENT_COLUMNS), "incident_edges": list(EDGE_COLUMNS),
+              "alerts": list(ALERT_COLUMNS), "budget_status": list(BUDGET_COLUMNS),
+              "assets": list(ASSET_COLUMNS), "asset_events": list(ASSET_EVENT_COLUMNS),
+              "compliance_reports": list(COMPLIANCE_COLUMNS)}
 MAX_BACKOFF_S = 10.0
 
 
@@ -71,9 +77,19 @@ class _Buffers:
         self.produced: list[np.ndarray] = []
         self.since = 0.0
 
-    def add(self, out: ShardOutput | DetectionOutput, events: pa.Table | None) -> None:
+    def add(self, out: ShardOutput | DetectionOutput | AlertOutput | RegistryOutput, events: pa.Table | None) -> None:
         if not self.since:
             self.since = time.monotonic()
+        if isinstance(out, RegistryOutput):
+            self.rows["assets"] += [asset_row(p) for p in out.assets]
+            self.rows["asset_events"] += out.asset_events
+            self.rows["compliance_reports"] += [compliance_row(r) for r in out.reports]
+            self._windows(out.windows)
+            return
+        if isinstance(out, AlertOutput):
+            self.rows["alerts"] += [alert_row(a) for a in out.alerts]
+            self.rows["budget_status"] += [budget_row(b) for b in out.budgets]
+            return
         if isinstance(out, DetectionOutput):
             self.rows["anomalies"] += [anomaly_row(a) for a in out.anomalies]
             for incident in out.incidents:
@@ -88,9 +104,12 @@ class _Buffers:
         self.rows["dead_letters"] += [dead_letter_row(d) for d in out.dead_letters]
         self.rows["skipped_inputs"] += [skipped_row(s) for s in out.skipped]
         self.rows["late_events"] += out.late_rows
-        if out.windows:
-            self.windows += window_rows(out.windows)
-            telemetry.WINDOWS.inc(len(out.windows))
+        self._windows(out.windows)
+
+    def _windows(self, windows: list) -> None:
+        if windows:
+            self.windows += window_rows(windows)
+            telemetry.WINDOWS.inc(len(windows))
 
     def size(self) -> int:
         return max(self.event_rows, *(len(r) for r in self.rows.values()), len(self.windows))
@@ -112,7 +131,7 @@ class _Writer(StatefulSinkPartition[Any, None]):
         self.thread.start()
 
     # -- flow side -------------------------------------------------------------------------
-    def write_batch(self, values: list[ShardOutput | DetectionOutput]) -> None:
+    def write_batch(self, values: list[ShardOutput | DetectionOutput | AlertOutput]) -> None:
         self._raise_failure()
         self.queue.put([(out, event_table(out.event_columns)
                          if isinstance(out, ShardOutput) and out.event_columns is not None else None)

@@ -28,6 +28,11 @@ ANOMALIES = Counter("hub_anomalies_total", "Anomalies found, by type", ["type"])
 INCIDENTS = Counter("hub_incidents_total", "Incidents opened (correlated groups; later versions of one are not counted)")
 ALERTS = Counter("hub_alerts_total", "Anomalies and incidents at or above detection.alert_severity (put on the "
                  "alerts topic when Kafka is configured)", ["kind"])
+RULE_ALERTS = Counter("hub_rule_alerts_total", "Alert transitions of [[alerts.rules]] (event: firing, renotify, "
+                      "resolved), as stored in `alerts`", ["rule", "event"])
+NOTIFICATIONS = Counter("hub_notifications_total", "Webhook notifications by outcome: sent, failed (dead-lettered after "
+                        "the last attempt), duplicate (already recorded before a restart, not sent again)",
+                        ["channel", "status"])
 STORE_RETRIES = Counter("hub_store_retries_total", "ClickHouse insert attempts retried")
 KAFKA_ERRORS = Counter("hub_kafka_consume_errors_total", "Non-fatal consumer errors (librdkafka retries them)", ["topic", "code"])
 KAFKA_LAG = Gauge("hub_kafka_consumer_lag_messages", "Messages on the partition not read yet (high watermark - "

@@ -21,6 +21,7 @@ import orjson
 
 from config.errors import HubError
 from config.settings import HubConfig, load_config, masked, to_toml
+from connectors.synthetic_incidents import FORMATS as PRODUCE_FORMATS
 from flows.tables import print_rows
 
 EXIT_USAGE = 2
@@ -88,10 +89,11 @@ def build_parser() -> Parser:
                          description="Run the dataflow. Input: --input FILE (JSON lines, - for stdin); else Kafka if "
                                      "configured; else the built-in synthetic generator.")
     run.add_argument("--input", metavar="FILE", help="JSON-lines file to read ('-' = stdin); the run ends at end of file")
-    run.add_argument("--events", type=int, metavar="N", help="synthetic input: stop after N events (default: until Ctrl-C)")
+    run.add_argument("--events", type=int, metavar="N",
+                     help="synthetic input: stop after N stored events (default: until Ctrl-C)")
     run.add_argument("--seed", type=int, default=7, help="synthetic input: random seed (default 7)")
     run.add_argument("--rate", type=float, default=50.0, metavar="PER_S",
-                     help="synthetic input: event-time rate of the generated traffic (default 50/s)")
+                     help="synthetic input: event-time rate of the generated traffic, events/s (default 50)")
     run.add_argument("--until-end", action="store_true", help="Kafka input: stop at the end offsets seen at start")
     run.add_argument("--recovery-dir", metavar="DIR", help="Bytewax recovery snapshots here (overrides recovery.dir)")
     run.add_argument("--workers", type=int, default=1, metavar="N", help="worker threads in this process (default 1)")
@@ -99,6 +101,37 @@ def build_parser() -> Parser:
     run.add_argument("-a", "--addresses", help="semicolon-separated host:port of every cluster process")
     run.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations first")
     run.set_defaults(func=cmd_run)
+
+    prod = sub.add_parser("produce", parents=[common], help="put realistic traffic (or a file) on the Kafka topics",
+                          description="Send realistic LLM platform traffic to the configured source topics (one per "
+                                      "source, keyed by model, asset or service), or replay a JSON-lines file. Counts "
+                                      "events as the hub stores them: an OTLP batch of 3 calls is 3 events. Stops "
+                                      "after --events, after --duration, or at Ctrl-C; missing topics are created.")
+    prod.add_argument("--format", choices=PRODUCE_FORMATS, help="wire format (default mix: hub envelopes, base "
+                      "events and OTLP spans, JSON and protobuf, of every source). OTLP formats carry LLM calls only; "
+                      "for otlp-metrics one event is one call the histograms summarize")
+    prod.add_argument("--events", type=int, metavar="N", help="stop after N events (stored events, not messages)")
+    prod.add_argument("--duration", metavar="TIME", help="stop after this long (60s, 5m, 1h); with --rate R: "
+                                                         "exactly R x TIME events")
+    prod.add_argument("--rate", type=float, metavar="PER_S", help="events per second, event times following the "
+                                                                  "clock (default: as fast as possible)")
+    prod.add_argument("--incident", action="append", metavar="KIND[:TARGET]",
+                      help="inject an incident over 50-80%% of the run (or minutes 2-5 of an unbounded one): "
+                           "latency-spike[:MODEL] (default gpt-4o, 8x slower), cost-surge[:TEAM] (marketing, 12x "
+                           "tokens), security-burst[:MODEL] (gpt-4o-mini, 30%% of messages are attacks), "
+                           "policy-violation-cascade[:TEAM] (support-bot); repeatable")
+    prod.add_argument("--file", metavar="FILE", help="replay a JSON-lines file ('-' = stdin), each line to its "
+                                                     "source's topic; lines that name no source are skipped and "
+                                                     "reported (--rate is lines per second)")
+    prod.add_argument("--topic", metavar="TOPIC", help="send everything to this one topic instead")
+    prod.add_argument("--seed", type=int, help="random seed of the generated traffic (default 7)")
+    prod.add_argument("--bad-fraction", type=float, default=0.0, metavar="F",
+                      help="share of extra invalid messages, for the dead-letter path (default 0)")
+    prod.add_argument("--duplicate-fraction", type=float, default=0.0, metavar="F",
+                      help="share of extra byte-exact re-sends, for dedup (default 0; none in otlp-metrics)")
+    prod.add_argument("--partitions", type=int, default=1, metavar="N",
+                      help="partitions of topics this command creates (default 1)")
+    prod.set_defaults(func=cmd_produce)
 
     mig = sub.add_parser("migrate", parents=[common], help="apply pending ClickHouse migrations",
                          description="Apply versioned SQL migrations from schemas/migrations and the configured retention TTLs.")
@@ -278,6 +311,12 @@ def cmd_health(args: argparse.Namespace) -> int:
     healthy, line = probe(url, args.timeout)
     print(f"hub health: {line}", file=sys.stdout if healthy else sys.stderr)
     return 0 if healthy else EXIT_FAILURE
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from flows.produce import run
+
+    return run(args, config_from(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from clickhouse_connect.driver.client import Client
 
 from config.settings import ClickHouseSettings, RetentionSettings
 from connectors import migrations, rollups
-from connectors.clickhouse import connect, insert_new_windows
+from connectors.clickhouse import METRICS_1M_COLUMNS, connect, insert_new_windows
 from connectors.migrations import (MIGRATIONS_DIR, RETENTION, MigrationError, applied, discover, migrate, render,
                                    state)
 from operators.windows import MetricValues, WindowAggregator
@@ -180,7 +180,10 @@ def insert_windows(client: Client, start_ms: int, shard: str) -> int:
     for w in windows:
         w.shard = shard
     rows = window_rows(windows)
-    assert insert_new_windows(client, rows) == len(rows)
+    if client.command("EXISTS TABLE metrics_5m_mv") == 1:  # the first release's writer: no asset columns (0008)
+        client.insert("metrics_1m", [r[:12] for r in rows], column_names=METRICS_1M_COLUMNS[:12])
+    else:
+        assert insert_new_windows(client, rows) == len(rows)
     if client.command("EXISTS TABLE metrics_5m_mv") != 1:  # since 0006 the writer recomputes the rollups
         rollups.refresh(client, {r[4] for r in rows})
     return n
