@@ -42,7 +42,8 @@ VALUE_TYPES = frozenset(("spike", "drop", "level_shift"))
 # Point outliers of the value member are alerts only where the point is rare in the series' own
 # tail (TailTest); level shifts (CUSUM) and volatility changes accumulate evidence no point shows.
 GATED = frozenset(("spike", "drop"))
-VOL_RECENT = 16  # a volatility finding needs a rare point within this many points
+VOL_RECENT = 16  # a volatility finding needs a rare point within this many points,
+VOL_PERSIST = 8  # or to persist this many points (half the volatility test's fast span of 16)
 EPISODE = 16  # value findings within this many points of the previous one are its episode: not repeated
 
 
@@ -60,7 +61,7 @@ def severity_for(score: float) -> str:
 
 class _Series:
     __slots__ = ("cfg", "value", "rate", "hist", "last_ws", "wms", "fill", "seas", "lik", "prev", "same", "since",
-                 "tail", "rare", "quiet")
+                 "tail", "rare", "quiet", "vrun")
 
     def __init__(self, cfg: MetricDetection, value: RobustDetector | None, rate: RobustDetector | None,
                  hist: HistShiftDetector | None, fill: bool) -> None:
@@ -79,6 +80,7 @@ class _Series:
         self.tail = TailTest() if value is not None else None
         self.rare = False  # the previous point was rare
         self.quiet = EPISODE  # points since the last value finding (capped)
+        self.vrun = 0  # consecutive points with a volatility finding
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -91,17 +93,21 @@ class _Series:
         """Value member, seasonal member, likelihood and tail test on one point: (score, findings).
         The surprise is the robust z, or the seasonal residual z where a daily period was found and
         its profile predicts better. A point is rare where `TailTest` puts its surprise beyond
-        10^-5 per point in the series' own tail. Spikes and drops of the value member are kept
-        only at a point alert: the first rare point of a run (a run is one episode), with score
-        >= ALERT_SCORE. Volatility findings are kept only within
-        `VOL_RECENT` points after a rare one (a real change of volatility brings surprising
-        points; the cycle of a smooth series seen before its period is known does not); where the
-        seasonal profile is in charge it gates all findings. Before the tail's minimum evidence
-        only point alerts (rare even under the tail test's early heavy shape) and none where the
-        window shows no noise at all (a flat or step series: its z is only the 1% floor), and
-        nothing on a flat line: a value repeated for more than `cfg.warm_up` points is not new. A finding less than `EPISODE` points after the previous one continues its
-        episode and is not reported again (a volatility burst or a spike followed by its
-        aftermath is one alert). Findings keep their own score and severity."""
+        10^-5 per point in the series' own tail.
+        - Spikes and drops are kept only at a point alert: the first rare point of a run (a run is
+          one episode), with score >= ALERT_SCORE.
+        - Volatility findings are kept within `VOL_RECENT` points after a rare point (a real change
+          of volatility brings surprising points; the cycle of a smooth series seen before its
+          period is known does not) or once they persist `VOL_PERSIST` points (accumulated
+          evidence, as a CUSUM's).
+        - Where the seasonal profile is in charge it gates all findings.
+        - Before the tail's minimum evidence: point alerts only (rare even under the tail test's
+          early heavy shape), and none where the window shows no noise at all (a flat or step
+          series, whose z is only the 1% floor). Nothing on a flat line: a value repeated for
+          more than `cfg.warm_up` points is not new.
+        - A finding less than `EPISODE` points after the previous one continues its episode and
+          is not reported again (a volatility burst, a spike and its aftermath: one alert).
+        Findings keep their own score and severity."""
         value = self.value
         f = value.step(t, x, nobs)
         zs = self.seas.step(t, x, value.last_e)
@@ -123,6 +129,8 @@ class _Series:
             self.prev = x
             self.same = 0
             flat = False
+        vol = f is not None and any(y[5] == "volatility" for y in f)
+        self.vrun = self.vrun + 1 if vol else 0
         if f:
             if flat:
                 f = None
@@ -132,7 +140,8 @@ class _Series:
             elif zs is not None or not tail.ready:
                 f = None
             else:
-                f = [y for y in f if y[0] not in GATED and (y[5] != "volatility" or since <= VOL_RECENT)] or None
+                vol_ok = since <= VOL_RECENT or self.vrun >= VOL_PERSIST
+                f = [y for y in f if y[0] not in GATED and (y[5] != "volatility" or vol_ok)] or None
         if f:
             if self.quiet < EPISODE:
                 f = None
