@@ -89,7 +89,7 @@ class RobustDetector:
         threshold: float = 5.0,
         cusum_k: float = 1.5,
         cusum_h: float = 4.0,
-        cusum_clip: float = 3.0,
+        cusum_clip: float = 2.0,
         floor_kind: int = FLOOR_RELATIVE,
         floor_val: float = 0.01,
         types: tuple[str, str, str] = ("spike", "drop", "level_shift"),
