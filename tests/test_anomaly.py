@@ -454,11 +454,13 @@ def test_clean_noise_alerts_stay_below_one_per_10k_points():
 
 def test_flat_line_raises_nothing_but_a_jump_off_it_is_a_spike():
     """NAB's art_flatline: a constant series has no noise to judge against; it raised ~440
-    volatility and CUSUM findings per 4k points before. A jump off a long flat line still alerts,
-    once the series has the tail's minimum evidence (1000 points when nothing ever exceeds)."""
+    volatility and CUSUM findings per 4k points before. A jump off a flat line by an order of
+    magnitude alerts at once; a smaller step (NAB's daily square waves step x4 off a flat first
+    day, anomaly-free) only once the series has the tail's evidence (1000 points here)."""
     key = SeriesKey("latency_ms", "m")
     assert _run(AnomalyDetectorBank(), key, [45.0] * 4000) == []
-    v = [45.0] * 1200 + [450.0] + [45.0] * 100
+    v = [45.0] * 500 + [450.0] + [45.0] * 100
+    assert [(_idx(a), a.anomaly_type) for a in _run(AnomalyDetectorBank(), key, v)][:1] == [(500, "spike")]
+    assert _run(AnomalyDetectorBank(), key, [45.0] * 500 + [180.0] + [45.0] * 100) == []
+    v = [45.0] * 1200 + [180.0] + [45.0] * 100
     assert [(_idx(a), a.anomaly_type) for a in _run(AnomalyDetectorBank(), key, v)][:1] == [(1200, "spike")]
-    v = [45.0] * 500 + [450.0] + [45.0] * 100  # NAB's daily square waves jump off 108 flat points
-    assert _run(AnomalyDetectorBank(), key, v) == []

@@ -27,9 +27,7 @@ def lines() -> list[str]:
             t = T0 + minute * 60_000 + j * 2_000
             for model in ("gpt-4o", "claude-3-5-sonnet"):
                 latency = float(rng.lognormal(6.0, 0.25))
-                # a price that varies a little (tokens do): a perfectly constant series shows no
-                # noise, and a jump off it alerts only after the detector's minimum evidence
-                price = 0.002 * float(rng.lognormal(0.0, 0.1))
+                price = 0.002
                 if model == "gpt-4o" and minute in (SPIKE_AT, SPIKE_AT + 1):
                     latency *= 12
                     price *= 15

@@ -102,9 +102,11 @@ class _Series:
           evidence, as a CUSUM's).
         - Where the seasonal profile is in charge it gates all findings.
         - Before the tail's minimum evidence: point alerts only (rare even under the tail test's
-          early heavy shape), and none where the window shows no noise at all (a flat or step
-          series, whose z is only the 1% floor). Nothing on a flat line: a value repeated for
-          more than `cfg.warm_up` points is not new.
+          early heavy shape); where the window shows no noise at all (a flat or step series, whose
+          z is only the 1% floor, so every step is "rare") only a change by an order of magnitude
+          or more (x10, /10, to or from 0): NAB's daily step series step x3-4 off a flat first
+          day, a broken service x15-20. Nothing on a flat line: a value repeated for more than
+          `cfg.warm_up` points is not new.
         - A finding less than `EPISODE` points after the previous one continues its episode and
           is not reported again (a volatility burst, a spike and its aftermath: one alert).
         Findings keep their own score and severity."""
@@ -116,7 +118,8 @@ class _Series:
         score = self.lik.step(a)
         tail = self.tail
         rare = tail.step(a, not value.building())
-        first = rare and not self.rare and score >= ALERT_SCORE and (tail.ready or not value.no_noise)
+        first = rare and not self.rare and score >= ALERT_SCORE and (
+            tail.ready or not value.no_noise or _order_of_magnitude(x, x - value.last_e))
         self.rare = rare
         since = 0 if rare else self.since + 1
         if since <= VOL_RECENT:
@@ -149,6 +152,14 @@ class _Series:
         elif self.quiet < EPISODE:
             self.quiet += 1
         return score, f
+
+
+def _order_of_magnitude(x: float, expected: float) -> bool:
+    """x differs from expected by a factor of 10 or more (or one of them is 0 or the sign flips)."""
+    if x == 0.0 or expected == 0.0 or (x > 0.0) != (expected > 0.0):
+        return x != expected
+    r = x / expected
+    return r >= 10.0 or r <= 0.1
 
 
 def _settings(settings: DetectionSettings | AnomalySettings | None) -> AnomalySettings:
