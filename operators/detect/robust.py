@@ -258,6 +258,8 @@ class RobustDetector:
             sig = (srt[(3 * m) >> 2] - srt[m >> 2]) * 0.7413
             if sig <= 0.0:
                 sig = sum([abs(v - med) for v in srt]) / m * 1.2533
+            # no noise at all in the window (a flat or step series): any z is only a floor's
+            self.no_noise = sig <= 1e-12 * (med if med >= 0.0 else -med)
             sv = self.sv
             if sv == 0.0:
                 self.sv = sig
@@ -285,8 +287,6 @@ class RobustDetector:
                 fl = self.floor_val
             else:
                 fl = 0.0
-            # no noise of its own: sigma is the practical-significance floor (a flat or step series)
-            self.no_noise = sig < 1e-12 or (fk == FLOOR_RELATIVE and sig < fl)
             if sig < fl:
                 sig = fl
             if sig < 1e-12:
