@@ -169,7 +169,8 @@ def run_raw(series: list[LabelledSeries], settings: AnomalySettings, with_scores
         if with_scores:
             bank = AnomalyDetectorBank(settings)
             scores = [bank.score_value(s.series, t, v) for t, v in zip(times, values)]
-        f = nab_file(f"{s.series.metric}/{s.series.model}", times, values, [(lab.start_ms, lab.end_ms) for lab in s.labels])
+        ranges = [(lab.start_ms, lab.end_ms) for lab in s.labels]
+        f = nab_file(f"{s.series.metric}/{s.series.model}", times, values, ranges)
         tally.add(f, {a.window_start_ms for a in alerts}, scores, _window_types(f, s.labels))
     return tally
 
@@ -208,7 +209,8 @@ def clean_inputs(seed: int, k: int, n: int) -> dict[str, list[tuple[SeriesKey, l
         "Gaussian noise": [(s.series, s.times_ms.tolist(), s.values.tolist())
                            for s in (stationary_noise(seed * 10_000 + 900 + j, n) for j in range(k))],
         "daily cycle + Gaussian, 1-min": [(key, minutes, (100 + 20 * np.sin(2 * np.pi * i / 1440)
-                                                          + 2 * rng(j, 1100).standard_normal(n)).tolist()) for j in range(k)],
+                                                          + 2 * rng(j, 1100).standard_normal(n)).tolist())
+                                          for j in range(k)],
         "daily cycle + Gaussian, 5-min": [(key, five, (50 + 30 * np.sin(2 * np.pi * i / 288)
                                                        + rng(j, 1200).standard_normal(n)).tolist()) for j in range(k)],
         "Student-t(3) noise": [(key, minutes, (100 + 5 * rng(j, 1300).standard_t(3, n)).tolist()) for j in range(k)],
@@ -248,7 +250,8 @@ def run_nab(nab_dir: Path, settings: AnomalySettings) -> tuple[Tally, dict, dict
         thr, best = nab_score.best(files, tally.scores, p)
         loco, _ = nab_score.leave_one_category_out(files, tally.scores, p)
         profiles[p] = {"score": round(best, 2), "threshold": round(thr, 4), "leave_one_category_out": round(loco, 2)}
-    extra = {"profiles": profiles, "pickled_bytes_median": int(statistics.median(sizes)), "pickled_bytes_max": max(sizes)}
+    extra = {"profiles": profiles, "pickled_bytes_median": int(statistics.median(sizes)),
+             "pickled_bytes_max": max(sizes)}
     return tally, extra, alerts_per_10k(clean, settings)
 
 
@@ -342,13 +345,15 @@ def read_csv(path: Path, index_step_ms: int = 60_000) -> LabelledSeries:
             i = j + 1
         else:
             i += 1
-    return LabelledSeries(SeriesKey("value", path.stem), np.array(times, dtype=np.int64), np.array(values), labels, step)
+    return LabelledSeries(SeriesKey("value", path.stem), np.array(times, dtype=np.int64), np.array(values), labels,
+                          step)
 
 
 # -- main -----------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--series", type=int, default=40, help="generated raw series (default 40)")
     ap.add_argument("--services", type=int, default=12, help="generated window services (default 12)")
     ap.add_argument("--days", type=float, default=4.0, help="length of each generated series in days of minutes")

@@ -447,7 +447,8 @@ def test_clean_noise_alerts_stay_below_one_per_10k_points():
         times = [START_MS + i * step for i in range(n)]
         alerts = 0
         for seed in range(3):
-            v = 100 + amp * np.sin(2 * np.pi * np.arange(n) / period) + 2 * np.random.default_rng(40 + seed).standard_normal(n)
+            noise = 2 * np.random.default_rng(40 + seed).standard_normal(n)
+            v = 100 + amp * np.sin(2 * np.pi * np.arange(n) / period) + noise
             alerts += len(AnomalyDetectorBank().update_values(key, times, v.tolist()))
         assert alerts / (3 * n) * 10_000 <= 1.0, (step, amp, alerts)
 

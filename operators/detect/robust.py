@@ -16,8 +16,8 @@ One per scalar stream; per point, predict-then-learn:
      long-run sd, then Huber-clipped: sd from the mean square of clipped z (>= 1: heavy tails do
      not run the CUSUM) times the AR(1) factor sqrt((1 + rho) / (1 - rho)), rho from the lag-1
      sign correlation of z (autocorrelated noise, wander and baseline lag otherwise mimic
-     shifts). Measured: Student-t(3) noise 10 -> 0 level-shift alarms per 100k points; level
-     shifts of 4-10 sd on AR(1) noise found 0.9 of the time (was 0.5). On alarm the
+     shifts). Measured: Student-t(3) noise 10 -> 2 level-shift alarms per 100k points; the
+     synthetic level shifts (4-10 sd on AR(1) noise) found 0.87 of the time (was 0.46). On alarm the
      pre-change part of the buffer moves to the new level (median of the run since the CUSUM left
      0) so the baseline adapts at once; a prompt return to the old level within `window` points
      reverts it (the end of a temporary surge or outage is recovery, not a new anomaly);
@@ -78,7 +78,8 @@ class RobustDetector:
         "sp", "sn", "lp", "ln",
         "season", "prof", "wsum", "c_h", "t_first", "t_last", "dt", "hour_mark", "lvl", "nl", "eu", "ee", "s_on",
         "hst", "hst_thr",
-        "q99", "sv", "zr", "cv", "zprev", "nz", "sh_delta", "sh_sig", "sh_left", "log", "last_z", "last_e", "last_cu", "no_noise",
+        "q99", "sv", "zr", "cv", "zprev", "nz", "sh_delta", "sh_sig", "sh_left", "log",
+        "last_z", "last_e", "last_cu", "no_noise",
     )
 
     def __init__(

@@ -3,8 +3,9 @@
 Time is cut into 5-minute phase bins (288 a day). Warm-up: the mean of each bin is buffered until
 two days are covered. The candidate period is one day (288 bins; an hour is too short: any slowly
 moving series looks "hourly"; a week would need two weeks of warm-up); it is kept if the
-autocorrelation of the binned warm-up at its lag is >= `min_acf` and a period holds >= 4 samples. The buffer is then dropped and replaced by a profile of one slot
-per bin of the period, each an EWMA of its values (`rate` per visit), seeded from the buffer.
+autocorrelation of the binned warm-up at its lag is >= `min_acf` and a period holds >= 4 samples.
+The buffer is then dropped and replaced by a profile of one slot per bin of the period, each an
+EWMA of its values (`rate` per visit), seeded from the buffer.
 Per point (predict, then learn): residual e = x - profile[bin], in units of a running mean
 absolute residual (converted to sd); points more than 4 sd off do not teach the profile and move
 the scale by at most 4 sd. No period found: the member stays off (returns None) and holds nothing
