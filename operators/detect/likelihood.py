@@ -22,6 +22,7 @@ the tail only gates alerts. State: 4 floats and 2 ints plus settings (~100 bytes
 from __future__ import annotations
 
 import math
+from operators.detect.slots import SlotState
 
 ALERT_SCORE = 0.5  # q = 5 long-run sds above the usual surprise (the score's own threshold)
 CAP = 10.0
@@ -29,7 +30,7 @@ SD_FLOOR = 0.1
 REFRACTORY_FROM = 3.0  # only a recent peak above this (a notable one) raises the bar
 
 
-class AnomalyLikelihood:
+class AnomalyLikelihood(SlotState):
     """Calibrated score of a surprise stream; see the module docstring.
 
     >>> lk = AnomalyLikelihood()
@@ -49,13 +50,6 @@ class AnomalyLikelihood:
         self.decay = decay
         self.warm = warm_up
         self.last = 0.0
-
-    def __getstate__(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __setstate__(self, st: tuple) -> None:
-        for name, v in zip(self.__slots__, st):
-            setattr(self, name, v)
 
     def step(self, a: float) -> float:
         """Score surprise a (>= 0), then learn it."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from operators.detect.slots import SlotState
 
 BIN_MS = 300_000  # 5 minutes
 DAY_BINS = 288
@@ -28,7 +29,7 @@ PERIODS = (DAY_BINS,)  # candidate periods in bins: a day
 SEL_SPAN = 333  # points behind the model-choice error averages (alpha 0.003)
 
 
-class SeasonalNaive:
+class SeasonalNaive(SlotState):
     """See the module docstring. `step(t, x)` -> standardized residual, or None while off.
 
     >>> import math
@@ -55,13 +56,6 @@ class SeasonalNaive:
         self.er = 0.0  # model choice: mean squared error of the caller's baseline and of the profile
         self.es = 0.0
         self.ne = 0
-
-    def __getstate__(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __setstate__(self, st: tuple) -> None:
-        for name, v in zip(self.__slots__, st):
-            setattr(self, name, v)
 
     @property
     def lag(self) -> int:

@@ -31,6 +31,7 @@ Measured with the bank (bench/anomaly_eval.py, alerts per 10k points of clean se
 from __future__ import annotations
 
 import math
+from operators.detect.slots import SlotState
 
 ALPHA_NINES = 5.0  # alert where P(A >= a) <= 10^-5 per point
 P_U = 0.1  # u tracks the (1 - P_U) quantile of surprise
@@ -52,7 +53,7 @@ _LIM = ALPHA_NINES * math.log(10.0)  # -ln P at the test level
 _ALPHA = 2.0 / (SPAN + 1)
 
 
-class TailTest:
+class TailTest(SlotState):
     """Rarity of a surprise against the series' own declustered tail; see the module docstring.
 
     >>> import random
@@ -76,13 +77,6 @@ class TailTest:
         self.n = 0
         self.cmax = 0.0  # maximum of the open cluster (0: none open)
         self.gap = 1  # points since the last excess
-
-    def __getstate__(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __setstate__(self, st: tuple) -> None:
-        for name, v in zip(self.__slots__, st):
-            setattr(self, name, v)
 
     @property
     def ready(self) -> bool:
