@@ -124,9 +124,9 @@ def store_digest(settings: ClickHouseSettings) -> dict[str, Any]:
            for w in ROLLUPS},
         "skipped": "SELECT reason, sum(inputs) FROM skipped_inputs FINAL GROUP BY reason ORDER BY reason",
         "anomalies": "SELECT * FROM anomalies FINAL ORDER BY ALL",
-        # Not status or version: a bounded run closes and re-emits its incidents at the end of input.
-        "incidents": "SELECT id, pattern, severity, assets, root_cause_id, arraySort(member_ids) FROM incidents FINAL "
-                     "ORDER BY id",
+        # Not status, severity, version or members: a bounded run closes its incidents at the end of input and
+        # re-emits them with the members that joined since; a tailing worker has not got there yet.
+        "incidents": "SELECT id, pattern, assets, root_cause_id FROM incidents FINAL ORDER BY id",
         "composite_1d": "SELECT model, window_start, requests, errors, cost_usd FROM composite_1d ORDER BY model, window_start",
     }
     return {name: query(settings, sql) for name, sql in queries.items()}
