@@ -119,6 +119,8 @@ def build_parser() -> Parser:
     q.add_argument("--report", choices=sorted(REPORTS), help="canned report: latency (p50/p95/p99 per model per hour), "
                                                              "cost (per model per day), errors (error rate per model)")
     q.add_argument("--format", choices=["table", "jsonl", "csv"], default="table", help="output format (default table)")
+    q.add_argument("--write", action="store_true", help="allow statements that change the store (INSERT, ALTER, DROP, ...); "
+                                                        "without it the query runs with ClickHouse's readonly setting")
     q.set_defaults(func=cmd_query)
 
     schema = sub.add_parser("schema", parents=[common], help="JSON Schemas of the accepted wire formats",
@@ -196,10 +198,11 @@ def cmd_query(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     sql = REPORTS[args.report] if args.report else args.sql
     with closing(connect(cfg.clickhouse)) as client:
-        try:  # read-only: a query can't drop or change what the pipeline writes
-            result = client.query(sql, settings={"readonly": 1})
+        try:  # read-only unless --write: a query can't drop or change what the pipeline writes by accident
+            result = client.query(sql, settings=None if args.write else {"readonly": 1})
         except Exception as exc:
-            raise HubError(f"ClickHouse rejected the query: {_first_line(exc)}") from None
+            hint = "" if args.write or "readonly" not in str(exc).lower() else " (it changes the store: add --write to allow that)"
+            raise HubError(f"ClickHouse rejected the query: {_first_line(exc)}{hint}") from None
     print_rows(list(result.column_names), result.result_rows, args.format)
     return 0
 
