@@ -28,7 +28,7 @@ from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from config.settings import HubConfig
 from connectors import worker_metrics as telemetry
-from connectors.clickhouse import connect, first_line, insert_new_windows
+from connectors.clickhouse import StoreError, connect, first_line, insert_new_windows
 from schemas.incidents import ANOMALY_COLUMNS, EDGE_COLUMNS, INCIDENT_COLUMNS, anomaly_row, edge_row, incident_row
 from schemas.items import DetectionOutput, ShardOutput
 from schemas.metrics import window_rows
@@ -182,14 +182,17 @@ class _Writer(StatefulSinkPartition[Any, None]):
         self._raise_failure()
 
     def close(self) -> None:
-        self.flush()
+        # After a failure (already raised to Bytewax, which is unwinding and closes the sink on
+        # the way) raising again would abort the process mid-cleanup: just let the thread go.
+        if self.failure is None:
+            self.flush()
         self.queue.put(None)
         self.thread.join(timeout=60)
         self.client.close()
 
     def _raise_failure(self) -> None:
         if self.failure is not None:
-            raise RuntimeError(f"ClickHouse writer failed: {first_line(self.failure)}") from self.failure
+            raise StoreError(f"ClickHouse writer failed: {first_line(self.failure)}") from self.failure
 
     # -- writer thread ---------------------------------------------------------------------
     def _run(self) -> None:

@@ -34,6 +34,9 @@ PROBE_INTERVAL_S = 1.0
 
 
 class _Health:
+    """What this process's Kafka clients reported: the probe running during an outage, and the
+    kinds of other errors already printed (once each)."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.conf: dict[str, Any] = {}
@@ -76,6 +79,7 @@ class _Health:
 
 
 def _answers(admin: AdminClient) -> bool:
+    """True when the broker answers a metadata request."""
     try:
         return bool(admin.list_topics(timeout=PROBE_TIMEOUT_S).brokers)
     except KafkaException:
@@ -107,6 +111,5 @@ _LOGGER.propagate = False
 def client_config(conf: dict[str, Any]) -> dict[str, Any]:
     """`conf` with the error callback and logger that make an outage one line each way."""
     with HEALTH.lock:
-        if not HEALTH.conf:
-            HEALTH.conf = dict(conf)  # the probe's (consumer-only keys are ignored quietly)
+        HEALTH.conf = dict(conf)  # what the probe connects with (it ignores consumer-only keys quietly)
     return {**conf, "error_cb": HEALTH.error, "logger": _LOGGER}

@@ -6,8 +6,10 @@ lose nothing: the store afterwards equals a clean run's, and the run exits 0.
 """
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,6 @@ import pytest
 from tests.helpers import HubProcess, http_settings, produce, query, same_store, store_digest, topic_env, wait_for
 from tests.test_pipeline_kafka import synthetic
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 MESSAGES = 200_000
 OUTAGE_S = 30.0
 # Peak RSS during the outage may exceed the RSS just before it by at most this much. What can
@@ -64,6 +65,100 @@ def stored_events(settings) -> int:
         return 0
 
 
+# -- the writer's retry policy, without a server ------------------------------------------------
+
+@pytest.fixture
+def writer(monkeypatch):
+    """A _Writer with no thread and no client: only its retry policy and outage state are used."""
+    from tenacity import wait_none
+
+    from connectors import clickhouse_sink
+
+    monkeypatch.setattr(clickhouse_sink, "BACKOFF", wait_none())
+    w = clickhouse_sink._Writer.__new__(clickhouse_sink._Writer)
+    w.unavailable_since = None
+    return w
+
+
+def failing(errors: list[Exception], result: int = 7):
+    """An action that raises `errors` one per call, then returns `result`."""
+    def action() -> int:
+        if errors:
+            raise errors.pop(0)
+        return result
+    return action
+
+
+def counter(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_store_unavailable_is_retried_until_back_other_errors_three_times(writer, capsys):
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
+
+    table = f"t_{uuid.uuid4().hex[:6]}"
+    refused = [OperationalError("Connection refused") for _ in range(25)]
+    assert writer._retry(failing(refused + [DatabaseError("too many parts", code=252)]), table, 10) == 7
+    assert counter("hub_clickhouse_insert_retries_total", table=table) == 26
+    assert counter("hub_clickhouse_insert_errors_total", table=table, kind="unavailable") == 26
+    assert counter("hub_clickhouse_insert_rows_total", table=table) == 10
+    assert counter("hub_clickhouse_insert_batches_total", table=table) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "ClickHouse unavailable (Connection refused)" in err[0] and "writing resumed" in err[1]
+
+    # Anything else: three attempts in all, then the error itself (the flow fails loudly).
+    bad = [ProgrammingError("Unknown column") for _ in range(5)]
+    with pytest.raises(ProgrammingError):
+        writer._retry(failing(bad), table)
+    assert len(bad) == 2 and counter("hub_clickhouse_insert_errors_total", table=table, kind="other") == 3
+    # Refusals in between do not use up those attempts (the server went away and came back).
+    mixed = [ProgrammingError("x"), OperationalError("refused"), OperationalError("refused"), ProgrammingError("x")]
+    assert writer._retry(failing(mixed, result=3), table) == 3
+    assert counter("hub_clickhouse_insert_rows_total", table=table) == 13  # None: the action's result
+
+
+def test_the_backlog_makes_the_flow_wait_for_the_writer():
+    from connectors.clickhouse_sink import _Backlog
+
+    backlog = _Backlog(limit=100)
+    backlog.acquire(80, lambda: None)
+    backlog.acquire(20, lambda: None)
+    waited = threading.Event()
+
+    def flow() -> None:
+        backlog.acquire(50, lambda: None)  # blocks: 100 + 50 > 100
+        waited.set()
+
+    thread = threading.Thread(target=flow, daemon=True)
+    thread.start()
+    assert not waited.wait(0.3)
+    backlog.release(80)
+    assert waited.wait(5) and backlog.rows == 70
+    thread.join(5)
+    empty = _Backlog(limit=10)
+    empty.acquire(1_000, lambda: None)  # an oversized batch still goes through an empty backlog
+    assert empty.rows == 1_000
+
+
+@pytest.mark.slow
+def test_a_write_that_cannot_succeed_fails_the_run_in_one_line(tmp_path):
+    """No tables (--no-migrate on an empty store): not an outage, so no endless retrying."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--events", "2000", "--no-migrate", "--clickhouse",
+                        f"chdb://{tmp_path / 'empty'}"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1].startswith("hub run: error: ClickHouse writer failed: ")
+    assert "UNKNOWN_TABLE" in r.stderr.splitlines()[-1] and "Traceback" not in r.stderr
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
 def test_clickhouse_down_30s_mid_run_stalls_the_flow_and_loses_nothing(kafka_bootstrap, tmp_path, clickhouse_server):
     from ports import free_port
 
