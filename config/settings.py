@@ -18,6 +18,7 @@ import msgspec
 import tomli_w
 from msgspec import Meta
 
+from config.alerts import AlertSettings, Budget, check_alerting, literal_urls
 from config.cost import CostSettings, ModelSettings, load_prices
 from config.detection import DetectionSettings
 from config.errors import HubError
@@ -58,6 +59,12 @@ class Topics(msgspec.Struct, forbid_unknown_fields=True):
     policy: str = "llm.policy"
     dead_letter: str = "llm.dead-letters"
     alerts: str = "llm.alerts"
+    # Outbound feeds (README "Registry, compliance and feeds"); an empty name turns that feed off.
+    usage_feed: str = "llm.feeds.usage"
+    compliance_feed: str = "llm.feeds.compliance"
+    violation_feed: str = "llm.feeds.violations"
+    audit_feed: str = "llm.feeds.audit"
+    asset_feed: str = "llm.feeds.assets"
 
     def by_source(self) -> dict[str, str]:
         """Source module -> input topic."""
@@ -119,6 +126,8 @@ class ClickHouseSettings(msgspec.Struct, forbid_unknown_fields=True):
     key_file: str = ""
     insert_batch_rows: PositiveInt = 10_000
     insert_max_delay_s: float = 1.0
+    # Rollup tiers (5m..1mo) trail metrics_1m by at most this; they are whole at every checkpoint.
+    rollup_refresh_s: PositiveFloat = 5.0
     connect_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -156,6 +165,9 @@ class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True):
     metrics_1mo_days: PositiveInt = 1825
     anomalies_days: PositiveInt = 365
     incidents_days: PositiveInt = 365
+    # alerts, budget_status and notifications (the sent-log: keep it longer than any replay reaches back).
+    alerts_days: PositiveInt = 365
+    compliance_reports_days: PositiveInt = 365
 
 
 class RecoverySettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -166,10 +178,19 @@ class RecoverySettings(msgspec.Struct, forbid_unknown_fields=True):
     partitions: PositiveInt = 1
 
 
+# The worker's HTTP port (/metrics, /healthz, /readyz); also in Dockerfile and docker-compose.yml.
+DEFAULT_METRICS_PORT = 9108
+
+
 class MetricsEndpointSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """`hub run`'s HTTP endpoint: Prometheus /metrics, liveness /healthz, readiness /readyz."""
+
     host: str = "127.0.0.1"
-    # 0 disables the Prometheus endpoint.
-    port: Port = 0
+    # 0 disables the endpoint. A port in use stops `hub run` at start with one line.
+    port: Port = DEFAULT_METRICS_PORT
+    # No batch through the flow for this long (tailing input ticks every second) = stalled: not
+    # ready, and not alive unless the store or broker is down (then it is waiting, not stuck).
+    stall_after_s: PositiveFloat = 120.0
 
 
 class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -183,8 +204,8 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     detection: DetectionSettings = msgspec.field(default_factory=DetectionSettings)
     cost: CostSettings = msgspec.field(default_factory=CostSettings)
     models: ModelSettings = msgspec.field(default_factory=ModelSettings)
-
-
+    budgets: list[Budget] = []
+    alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -279,6 +300,9 @@ def load_config(
         secrets = read_secrets(environ)
     except SecretError as exc:
         raise ConfigError(str(exc)) from None
+    for where in literal_urls(data):
+        raise ConfigError(f"{where} in {file}: webhook URLs carry tokens and are read only from the environment; "
+                          "name the variable that holds it with url_env")
     _apply_env(data, environ)
     for (section, key), value in secrets.items():
         data.setdefault(section, {})[key] = value
@@ -291,6 +315,9 @@ def load_config(
         cfg = msgspec.convert(merged, HubConfig, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid config ({file}): {_describe(exc, merged)}") from None
+    problem = check_alerting(cfg.budgets, cfg.alerts)
+    if problem:
+        raise ConfigError(f"invalid config ({file}): {problem}")
     try:
         load_prices(cfg.cost.price_files)  # a bad price file fails at start, like a bad config
     except HubError as exc:
@@ -322,8 +349,12 @@ def masked(cfg: HubConfig) -> dict[str, Any]:
     return data
 
 
-def _without_none(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in data.items() if v is not None}
+def _without_none(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_without_none(v) for v in data]
+    if isinstance(data, dict):
+        return {k: _without_none(v) for k, v in data.items() if v is not None}
+    return data
 
 
 def to_toml(cfg: HubConfig) -> str:

@@ -19,6 +19,7 @@ from clickhouse_connect.driver.client import Client
 
 from config.errors import HubError
 from config.settings import ClickHouseSettings
+from schemas.assets import ASSET_INFO_COLUMNS
 
 
 class StoreError(HubError):
@@ -139,15 +140,16 @@ def first_line(exc: BaseException) -> str:
 
 
 METRICS_1M_COLUMNS = ["metric", "model", "endpoint", "team", "window_start", "shard", "count", "sum", "min", "max",
-                      "sumsq", "hist"]
+                      "sumsq", "hist", *ASSET_INFO_COLUMNS]
 
 
 def insert_new_windows(client: Client, rows: list[list[Any]]) -> int:
     """Insert 1-minute window rows whose (shard, window) is not in the store yet; returns rows inserted.
 
     A (shard, window) is written once per run, all its series in one insert, so finding any row
-    of it means a replay is re-emitting it. Skipping it keeps the materialized-view rollups from
-    counting it twice — a ReplacingMergeTree would dedupe metrics_1m but not the views it feeds.
+    of it means a replay is re-emitting it. metrics_1m's key would collapse the copy anyway; the
+    skip keeps a replay from writing the flow's cost rows back over minutes `hub reprice` rebuilt.
+    The rollups do not depend on it: they are recomputed from this table (connectors/rollups.py).
     """
     if not rows:
         return 0

@@ -5,10 +5,12 @@ the HTTP client work outside the GIL). Events travel as Arrow tables built on th
 (clickhouse-connect's Native serializer is Python and, on the writer thread, fought the flow for
 the GIL: ~34k -> ~45k msgs/s in bench/pipeline.py). Rows are buffered per table and inserted at
 >= insert_batch_rows rows or >= insert_max_delay_s, whichever first; windows already stored (a
-replay) are skipped. `snapshot()` blocks until everything handed over is durable, so a Bytewax
-snapshot never claims offsets whose results are still in memory. A ClickHouse outage stalls the
-writer (retrying with backoff) and, through the bounded backlog of rows handed over, the flow:
-nothing is dropped and memory stays bounded.
+replay) are skipped. The rollup windows those 1-minute rows fall in are recomputed from the
+tiers below (connectors/rollups.py) every rollup_refresh_s and before every checkpoint, replayed
+windows included, so a crash between the two never leaves a tier short. `snapshot()` blocks until
+everything handed over is durable, so a Bytewax snapshot never claims offsets whose results are
+still in memory. A ClickHouse outage stalls the writer (retrying with backoff) and, through the
+bounded backlog of rows handed over, the flow: nothing is dropped and memory stays bounded.
 """
 from __future__ import annotations
 
@@ -23,14 +25,18 @@ import numpy as np
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
-from msgspec.structs import replace
+from msgspec.structs import astuple, replace
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from config.settings import HubConfig
+from connectors import rollups
 from connectors import worker_metrics as telemetry
 from connectors.clickhouse import StoreError, connect, first_line, insert_new_windows
+from schemas.alerts import ALERT_COLUMNS, BUDGET_COLUMNS, alert_row, budget_row
+from schemas.assets import ASSET_COLUMNS, ASSET_EVENT_COLUMNS, asset_row
+from schemas.feeds import COMPLIANCE_COLUMNS, compliance_row
 from schemas.incidents import ANOMALY_COLUMNS, EDGE_COLUMNS, INCIDENT_COLUMNS, anomaly_row, edge_row, incident_row
-from schemas.items import DetectionOutput, ShardOutput
+from schemas.items import AlertOutput, DetectionOutput, RegistryOutput, ShardOutput
 from schemas.metrics import window_rows
 from schemas.rows import (DEAD_LETTER_COLUMNS, EVENT_COLUMNS, LATE_COLUMNS, SKIPPED_COLUMNS, dead_letter_row,
                           skipped_row)
@@ -49,7 +55,10 @@ def _arrow_type(ch_type: str) -> pa.DataType:
 
 EVENT_SCHEMA = pa.schema([(name, _arrow_type(t)) for name, t in EVENT_COLUMNS])
 ROW_TABLES = {"dead_letters": DEAD_LETTER_COLUMNS, "skipped_inputs": SKIPPED_COLUMNS, "late_events": LATE_COLUMNS, "anomalies": list(ANOMALY_COLUMNS),
-              "incidents": list(INCIDENT_COLUMNS), "incident_edges": list(EDGE_COLUMNS)}
+              "incidents": list(INCIDENT_COLUMNS), "incident_edges": list(EDGE_COLUMNS),
+              "alerts": list(ALERT_COLUMNS), "budget_status": list(BUDGET_COLUMNS),
+              "assets": list(ASSET_COLUMNS), "asset_events": list(ASSET_EVENT_COLUMNS),
+              "compliance_reports": list(COMPLIANCE_COLUMNS)}
 # Rows handed to the writer and not yet inserted, at most this many inserts' worth: one being
 # inserted while the flow fills the next. While an insert blocks (an outage) the flow stalls
 # at this bound, so memory stays bounded (rows, not flow batches: a batch holds one Kafka
@@ -85,9 +94,19 @@ class _Buffers:
         self.produced: list[np.ndarray] = []
         self.since = 0.0
 
-    def add(self, out: ShardOutput | DetectionOutput, events: pa.Table | None) -> None:
+    def add(self, out: ShardOutput | DetectionOutput | AlertOutput | RegistryOutput, events: pa.Table | None) -> None:
         if not self.since:
             self.since = time.monotonic()
+        if isinstance(out, RegistryOutput):
+            self.rows["assets"] += [asset_row(p) for p in out.assets]
+            self.rows["asset_events"] += out.asset_events
+            self.rows["compliance_reports"] += [compliance_row(r) for r in out.reports]
+            self._windows(out.windows)
+            return
+        if isinstance(out, AlertOutput):
+            self.rows["alerts"] += [alert_row(a) for a in out.alerts]
+            self.rows["budget_status"] += [budget_row(b) for b in out.budgets]
+            return
         if isinstance(out, DetectionOutput):
             self.rows["anomalies"] += [anomaly_row(a) for a in out.anomalies]
             for incident in out.incidents:
@@ -102,9 +121,12 @@ class _Buffers:
         self.rows["dead_letters"] += [dead_letter_row(d) for d in out.dead_letters]
         self.rows["skipped_inputs"] += [skipped_row(s) for s in out.skipped]
         self.rows["late_events"] += out.late_rows
-        if out.windows:
-            self.windows += window_rows(out.windows)
-            telemetry.WINDOWS.inc(len(out.windows))
+        self._windows(out.windows)
+
+    def _windows(self, windows: list) -> None:
+        if windows:
+            self.windows += window_rows(windows)
+            telemetry.WINDOWS.inc(len(windows))
 
     def size(self) -> int:
         return max(self.event_rows, *(len(r) for r in self.rows.values()), len(self.windows))
@@ -113,15 +135,13 @@ class _Buffers:
         return self.size() == 0
 
 
-def _rows(item: list[tuple[ShardOutput | DetectionOutput, pa.Table | None]]) -> int:
-    """Rows one handed-over flow batch adds to the writer's buffers (what the backlog counts)."""
+def _rows(item: list[tuple[Any, pa.Table | None]]) -> int:
+    """Rows one handed-over flow batch adds to the writer's buffers, about (what the backlog
+    counts): its events plus every list its outputs carry, whatever their type."""
     n = 0
     for out, events in item:
-        if isinstance(out, ShardOutput):
-            n += (events.num_rows if events is not None else 0) + len(out.dead_letters) + len(out.skipped) \
-                + len(out.late_rows) + len(out.windows)
-        else:
-            n += len(out.anomalies) + len(out.incidents)
+        n += events.num_rows if events is not None else 0
+        n += sum(len(v) for v in astuple(out) if isinstance(v, list))
     return n
 
 
@@ -158,11 +178,14 @@ class _Writer(StatefulSinkPartition[Any, None]):
         telemetry.CLICKHOUSE_BACKLOG_ROWS.labels(writer=name).set_function(lambda: self.backlog.rows)
         self.failure: BaseException | None = None
         self.unavailable_since: float | None = None  # set while the store is unreachable
+        # 1-minute windows written (or found already written) whose rollups are not recomputed yet.
+        self.dirty: set[int] = set()
+        self.dirty_since = 0.0
         self.thread = threading.Thread(target=self._run, name="clickhouse-writer", daemon=True)
         self.thread.start()
 
     # -- flow side -------------------------------------------------------------------------
-    def write_batch(self, values: list[ShardOutput | DetectionOutput]) -> None:
+    def write_batch(self, values: list[ShardOutput | DetectionOutput | AlertOutput]) -> None:
         self._raise_failure()
         # Events travel only as Arrow: the column lists would double what a waiting batch holds.
         item = [(replace(out, event_columns=None), event_table(out.event_columns))
@@ -217,6 +240,10 @@ class _Writer(StatefulSinkPartition[Any, None]):
                     buf = _Buffers()
                     self.backlog.release(buffered)
                     buffered = 0
+                stale = self.dirty and time.monotonic() - self.dirty_since >= self.cfg.clickhouse.rollup_refresh_s
+                if self.dirty and (barrier is not None or stale):
+                    self._retry(lambda: rollups.refresh(self.client, self.dirty)[0], "rollups")
+                    self.dirty = set()
                 if barrier is not None:
                     barrier.set()
         except BaseException as exc:  # surfaced on the flow thread by _raise_failure
@@ -232,6 +259,9 @@ class _Writer(StatefulSinkPartition[Any, None]):
                 self._retry(lambda t=table, r=rows, c=columns: self.client.insert(t, r, column_names=c), table, len(rows))
         if buf.windows:
             self._retry(lambda: insert_new_windows(self.client, buf.windows), "metrics_1m")
+            if not self.dirty:
+                self.dirty_since = time.monotonic()
+            self.dirty.update(r[4] for r in buf.windows)
         done_ms = int(time.time() * 1000)
         for stamps in buf.produced:
             telemetry.LATENCY_SAMPLE.record(stamps, done_ms)
@@ -266,6 +296,7 @@ class _Writer(StatefulSinkPartition[Any, None]):
             return failures >= OTHER_ATTEMPTS
 
         def before_sleep(state: RetryCallState) -> None:
+            telemetry.STORE_RETRIES.inc()
             telemetry.CLICKHOUSE_INSERT_RETRIES.labels(table=table).inc()
             exc = state.outcome.exception()
             if store_unavailable(exc) and self.unavailable_since is None:

@@ -11,7 +11,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors import shutdown
 from schemas.items import RawBatch
-from connectors.synthetic import generate
+from connectors.synthetic import generate_messages
 from schemas.raw import RawMessage
 
 
@@ -67,14 +67,20 @@ class FileSource(FixedPartitionedSource[RawBatch, tuple]):
         return _LinesPartition(for_part, self.batch_size, resume_state)
 
 
-class _SyntheticPartition(StatefulSourcePartition[RawBatch, int]):
+class _SyntheticPartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
     """Bounded (`total` events as fast as possible, event times spread at `rate`) or live
-    (`total=None`: one second of traffic per chunk, paced to the wall clock, until stopped)."""
+    (`total=None`: one second of traffic per chunk, paced to the wall clock, until stopped).
 
-    def __init__(self, total: int | None, batch_size: int, seed: int, start_ms: int, rate: float, resume: int | None):
+    Chunks hold a fixed number of events, not messages (an OTLP batch holds several), so a
+    bounded run stores exactly `total` events. Resume state: (next chunk, next message offset)."""
+
+    def __init__(self, total: int | None, batch_size: int, seed: int, start_ms: int, rate: float,
+                 resume: tuple[int, int] | int | None):
         self.total, self.seed, self.start_ms, self.rate = total, seed, start_ms, rate
         self.chunk_size = batch_size if total is not None else max(1, int(rate))
-        self.chunk = resume or 0
+        if isinstance(resume, int):  # a snapshot from before offsets were kept: offsets restart
+            resume = (resume, 0)
+        self.chunk, self.offset = resume or (0, 0)
         self.stopped = False
 
     def _chunk_start_ms(self) -> int:
@@ -98,17 +104,19 @@ class _SyntheticPartition(StatefulSourcePartition[RawBatch, int]):
             return []  # live mode: this second of traffic has not happened yet
         # Each chunk is generated from its own seed and start time, so a resumed run regenerates
         # exactly what a crash-free run would have.
-        payloads = generate(n, seed=self.seed * 1_000_003 + self.chunk, start_ms=start, rate_per_s=self.rate)
-        messages = [RawMessage(value=p, topic="synthetic", partition=0, offset=produced + i) for i, p in enumerate(payloads)]
+        generated = generate_messages(n, seed=self.seed * 1_000_003 + self.chunk, start_ms=start, rate_per_s=self.rate)
+        messages = [RawMessage(value=m.value, topic="synthetic", partition=0, offset=self.offset + i)
+                    for i, m in enumerate(generated)]
         self.chunk += 1
+        self.offset += len(messages)
         final = self.total is not None and produced + n >= self.total
         return [RawBatch("synthetic", messages, final=final)]
 
-    def snapshot(self) -> int:
-        return self.chunk
+    def snapshot(self) -> tuple[int, int]:
+        return (self.chunk, self.offset)
 
 
-class SyntheticSource(FixedPartitionedSource[RawBatch, int]):
+class SyntheticSource(FixedPartitionedSource[RawBatch, tuple[int, int]]):
     """Realistic multi-model LLM traffic; `total=None` runs until interrupted."""
 
     def __init__(self, total: int | None, batch_size: int, seed: int, start_ms: int, rate_per_s: float) -> None:
@@ -117,5 +125,5 @@ class SyntheticSource(FixedPartitionedSource[RawBatch, int]):
     def list_parts(self) -> list[str]:
         return ["synthetic"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None):
+    def build_part(self, step_id: str, for_part: str, resume_state: tuple[int, int] | int | None):
         return _SyntheticPartition(*self.args, resume_state)

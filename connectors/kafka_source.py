@@ -24,6 +24,8 @@ from schemas.items import RawBatch
 from schemas.raw import RawMessage
 
 IDLE_TICK_S = 1.0
+# Consumer lag is read from librdkafka's cached watermarks (no broker round trip), this often.
+LAG_REFRESH_S = 2.0
 
 
 class KafkaUnavailable(HubError):
@@ -60,6 +62,9 @@ class _PartitionReader(StatefulSourcePartition[RawBatch, int]):
         self.topic, self.partition = topic, partition
         self.shard = f"{topic}:{partition}"
         self.batch_size = batch_size
+        self.starting_offset = starting_offset
+        self.lag = worker_metrics.KAFKA_LAG.labels(topic=topic, partition=str(partition))
+        self.next_lag = 0.0
         self.consumer = Consumer(conf)
         start = resume if resume is not None else (OFFSET_BEGINNING if starting_offset == "earliest" else OFFSET_END)
         self.consumer.assign([TopicPartition(topic, partition, start)])
@@ -103,6 +108,9 @@ class _PartitionReader(StatefulSourcePartition[RawBatch, int]):
             ts_type, ts = m.timestamp()
             append(RawMessage(m.value() or b"", topic, partition, offset, ts if ts_type else 0))
         now = time.monotonic()
+        if now >= self.next_lag:
+            self.next_lag = now + LAG_REFRESH_S
+            self._refresh_lag()
         if messages:
             self.next_offset = messages[-1].offset + 1
             self.last_data = now
@@ -115,6 +123,21 @@ class _PartitionReader(StatefulSourcePartition[RawBatch, int]):
             self.last_tick = now
             return [RawBatch(self.shard, [], idle_ms=int((now - self.last_data) * 1000))]
         return []
+
+    def _refresh_lag(self) -> None:
+        """High watermark - position, from the watermarks librdkafka caches from fetch responses
+        (microseconds, no request): cheap enough for every few seconds, not per message."""
+        try:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), cached=True)
+        except KafkaException:
+            return
+        if high < 0:
+            return  # no fetch response yet
+        position = self.next_offset
+        if position is None:  # nothing read yet: where the consumer starts
+            position = low if self.starting_offset == "earliest" else high
+        if position >= 0:
+            self.lag.set(max(high - position, 0))
 
     def snapshot(self) -> int | None:
         if self.to_commit is not None:

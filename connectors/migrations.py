@@ -57,6 +57,10 @@ RETENTION = {
     "anomalies": ("toDateTime(window_start)", "anomalies_days"),
     "incidents": ("toDateTime(opened_at)", "incidents_days"),
     "incident_edges": ("toDateTime(time)", "incidents_days"),
+    "alerts": ("toDateTime(starts_at)", "alerts_days"),
+    "budget_status": ("toDateTime(period_start)", "alerts_days"),
+    "notifications": ("toDateTime(created_at)", "alerts_days"),
+    "compliance_reports": ("toDateTime(window_start)", "compliance_reports_days"),
 }
 WINDOW_SETS: dict[str, tuple[Window, ...]] = {"window": WINDOWS, "rollup": ROLLUPS}
 _BLOCK = re.compile(r"^-- @for (\w+)[ \t]*\n(.*?)^-- @end[ \t]*(?:\n|\Z)", re.M | re.S)

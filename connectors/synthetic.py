@@ -6,17 +6,27 @@ with current or legacy GenAI attribute names, some base-format metrics), then co
 follow the requests they price, policy decisions, security findings, governance and registry
 events; plus a small fraction of bad inputs and exact duplicates, so dead-letter and dedup paths
 run too. Latencies and token counts are log-normal per model; errors cluster in a few types.
+
+`fmt` writes the same traffic in one wire format instead of the mix (see `FORMATS`), and
+`incidents` injects the trouble the hub exists to find (see `synthetic_incidents.INCIDENTS`).
+`generate_messages` counts events, not messages: an OTLP batch holds several calls, so counting
+messages would overshoot (`--events 50000` once stored 53,888 events).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 
 import random
 from bisect import bisect
 from itertools import accumulate
 
 import msgspec
+
+from connectors.synthetic_incidents import BURST_SHARE, CASCADE_SHARE, FORMATS, SPIKE_FACTOR, SURGE_FACTOR
+from connectors.synthetic_incidents import TELEMETRY_ONLY, threat_burst, violation_cascade
+from connectors.synthetic_wire import Call, Message, base_to_hub, hub_to_base, iso as _iso, kv as _kv
+from connectors.synthetic_wire import metrics_request, span as _span, traces_to_proto
+from schemas.events import SOURCE_OF_TYPE
 
 
 @dataclass(frozen=True)
@@ -68,53 +78,151 @@ _BAD_KINDS = ("truncated", "unknown_type", "negative_tokens", "missing_model", "
               "json_array", "bad_severity")
 
 _enc = msgspec.json.Encoder()
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def generate(n: int, seed: int, start_ms: int, rate_per_s: float, *, bad_fraction: float = 0.005,
              duplicate_fraction: float = 0.005) -> list[bytes]:
     """`n` raw messages (JSON bytes) whose event times start at `start_ms` at ~`rate_per_s`.
 
-    An OTLP message carries several spans, so `n` messages yield somewhat more than `n` events.
-    `bad_fraction` of messages are invalid in one of several ways; `duplicate_fraction` are
-    byte-exact re-sends of an earlier message (same event id).
+    An OTLP message carries several spans, so `n` messages yield somewhat more than `n` events
+    (`generate_messages` counts events instead). `bad_fraction` of messages are invalid in one of
+    several ways; `duplicate_fraction` are byte-exact re-sends of an earlier message (same event id).
     """
     if n <= 0:
         return []
-    return _Generator(seed, start_ms, rate_per_s).run(n, bad_fraction, duplicate_fraction)
+    gen = _Generator(seed, start_ms, rate_per_s)
+    return [m.value for m in gen.run(n, False, bad_fraction, duplicate_fraction)]
+
+
+def generate_messages(events: int, seed: int, start_ms: int, rate_per_s: float, *, fmt: str = "mix",
+                      incidents: dict[str, str] | None = None, bad_fraction: float = 0.005,
+                      duplicate_fraction: float = 0.005, proto_share: float = 0.0) -> list[Message]:
+    """Messages that hold exactly `events` events the hub will store (bad inputs and re-sends come
+    on top, holding none), event times from `start_ms` at `rate_per_s` events per second.
+
+    `incidents` (kind -> target, see `synthetic_incidents.INCIDENTS`) are active for the whole call; `proto_share` of
+    the mix's OTLP batches are written as protobuf.
+    """
+    if events <= 0:
+        return []
+    if fmt.startswith("otlp-metrics"):
+        duplicate_fraction = 0.0  # a re-sent delta export counts twice anywhere: nothing to dedup on
+    gen = _Generator(seed, start_ms, rate_per_s, fmt, incidents or {}, proto_share)
+    return gen.run(events, True, bad_fraction, duplicate_fraction)
+
+
+class Traffic:
+    """Generated traffic for a long-running producer (`hub produce`): one generator kept across
+    calls, so cost records keep following the requests they price, re-sends can repeat a message
+    of an earlier call, and a cascade started at the end of one call goes on in the next."""
+
+    def __init__(self, seed: int, fmt: str = "mix", *, bad_fraction: float = 0.0, duplicate_fraction: float = 0.0,
+                 proto_share: float = 0.0) -> None:
+        self.gen = _Generator(seed, 0, 1.0, fmt, {}, proto_share)
+        self.bad_fraction = bad_fraction
+        self.duplicate_fraction = 0.0 if fmt.startswith("otlp-metrics") else duplicate_fraction
+
+    def next(self, events: int, start_ms: int, rate_per_s: float,
+             incidents: dict[str, str] | None = None) -> list[Message]:
+        """Messages holding exactly `events` events, event times from `start_ms` at `rate_per_s`."""
+        if events <= 0:
+            return []
+        self.gen.clock(start_ms, rate_per_s, incidents or {})
+        return self.gen.run(events, True, self.bad_fraction, self.duplicate_fraction)
 
 
 class _Generator:
     # random.Random, not numpy: these are scalar draws, where numpy's per-call cost dominates.
-    def __init__(self, seed: int, start_ms: int, rate_per_s: float) -> None:
+    def __init__(self, seed: int, start_ms: int, rate_per_s: float, fmt: str = "mix",
+                 incidents: dict[str, str] | None = None, proto_share: float = 0.0) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
         self.rng = random.Random(seed)
+        self.recent: list[tuple[str, _Model, str, int, int, int, str]] = []  # requests cost events follow
+        self.history: list[Message] = []  # the last messages of earlier runs, for re-sends
+        self.fmt = fmt
+        self.proto_share = proto_share
+        self.pending: list[Message] = []  # the rest of a policy-violation cascade
+        self.cap = 1 << 30  # events the next message may hold at most
+        self.clock(start_ms, rate_per_s, incidents or {})
+
+    def clock(self, start_ms: int, rate_per_s: float, incidents: dict[str, str]) -> None:
+        """Where event times start and how fast they advance; which incidents are on."""
         self.start_ms = start_ms
         self.step_ms = 1000.0 / rate_per_s if rate_per_s > 0 else 0.0
-        self.recent: list[tuple[str, _Model, str, int, int, int, str]] = []  # requests cost events follow
+        self.spike = incidents.get("latency-spike")
+        self.surge = incidents.get("cost-surge")
+        self.burst = incidents.get("security-burst")
+        self.cascade = incidents.get("policy-violation-cascade")
 
-    def run(self, n: int, bad_fraction: float, duplicate_fraction: float) -> list[bytes]:
+    def run(self, n: int, by_events: bool, bad_fraction: float, duplicate_fraction: float) -> list[Message]:
+        """Messages until `n` messages, or `n` events when `by_events` (event times then advance
+        per event, so `rate_per_s` is an event rate)."""
         rng = self.rng
         kinds = [k for k, _ in MIX]
         kind_cum = list(accumulate(w for _, w in MIX))
         model_cum = list(accumulate(m.weight for m in MODELS))
-        out: list[bytes] = []
-        for i in range(n):
+        fmt = self.fmt
+        out: list[Message] = []
+        history = self.history
+        done = 0
+        while done < n:
             # Event time: steady rate, a little jitter, a few events arriving minutes late.
-            t = int(self.start_ms + i * self.step_ms + rng.gauss(0.0, 150.0))
+            t = int(self.start_ms + (done if by_events else len(out)) * self.step_ms + rng.gauss(0.0, 150.0))
             if rng.random() < 0.004:
                 t -= int(rng.uniform(30_000, 180_000))
+            if by_events:
+                self.cap = n - done
             r = rng.random()
-            if r < duplicate_fraction and out:
-                out.append(out[rng.randrange(max(0, len(out) - 2000), len(out))])
-                continue
-            if r < duplicate_fraction + bad_fraction:
-                out.append(self.bad(t))
-                continue
-            kind = kinds[bisect(kind_cum, rng.random() * kind_cum[-1])]
-            model = MODELS[min(bisect(model_cum, rng.random() * model_cum[-1]), len(MODELS) - 1)]
-            team = self.pick(TEAMS)
-            out.append(getattr(self, kind)(t, model, team))
+            if r < duplicate_fraction and (out or history):
+                total = len(history) + len(out)
+                j = rng.randrange(max(0, total - 2000), total)
+                m = history[j] if j < len(history) else out[j - len(history)]
+                m = Message(m.source, m.key, m.value, 0)
+            elif r < duplicate_fraction + bad_fraction:
+                m = self.bad(t)
+            elif self.pending:
+                m = self.pending.pop(0)
+            elif self.burst and rng.random() < BURST_SHARE:
+                m = threat_burst(self, t, self.burst, self.pick(TEAMS))
+            elif self.cascade and rng.random() < CASCADE_SHARE:
+                m, *self.pending = violation_cascade(self, t, self.cascade, self.pick(MODELS).name)
+            else:
+                kind = kinds[bisect(kind_cum, rng.random() * kind_cum[-1])]
+                model = MODELS[min(bisect(model_cum, rng.random() * model_cum[-1]), len(MODELS) - 1)]
+                team = self.pick(TEAMS)
+                if fmt in TELEMETRY_ONLY:
+                    kind = "metrics" if fmt.startswith("otlp-metrics") else "request_otlp"
+                elif kind == "request_otlp" and fmt != "mix":
+                    kind = "request_hub"
+                m = getattr(self, kind)(t, model, team)
+            out.append(m)
+            done += m.events if by_events else 1
+        self.history = (history + out)[-2000:]
         return out
+
+    # --- how a message is written ---------------------------------------------------------------------
+
+    def hub(self, obj: dict) -> Message:
+        """A hub envelope (as the format asks: as is, or as a base event)."""
+        payload = obj["payload"]
+        key = payload.get("model") or payload.get("asset_id") or obj.get("tags", {}).get("team") or obj["event_id"]
+        value = _enc.encode(hub_to_base(obj) if self.fmt == "base" else obj)
+        return Message(obj["source"], key.encode(), value, 1)
+
+    def base(self, event_type: str, source: str, t: int, data: dict, metadata: dict,
+             event_id: str | None = None) -> Message:
+        """A base event (as the format asks: as is, or as a hub envelope)."""
+        obj = {"eventId": event_id or self.uuid(), "eventType": event_type, "source": source, "timestamp": _iso(t),
+               "version": "1.0.0", "data": data, "metadata": metadata}
+        key = data.get("model") or data.get("assetId") or metadata.get("team") or obj["eventId"]
+        value = _enc.encode(base_to_hub(obj) if self.fmt == "hub" else obj)
+        return Message(SOURCE_OF_TYPE[event_type], key.encode(), value, 1)
+
+    def unit(self, text: str, canonical: float) -> str | float:
+        """A base-format value with a unit ("1.2s", "640GB"), or its canonical number where the
+        message will be a hub envelope (which takes canonical units only)."""
+        return canonical if self.fmt == "hub" else text
 
     # --- ids and shared bits ------------------------------------------------------------------------
 
@@ -131,7 +239,7 @@ class _Generator:
     def endpoint(self, team: str) -> str:
         return self.pick(TEAM_ENDPOINTS[team])
 
-    def request_sample(self, model: _Model) -> dict:
+    def request_sample(self, model: _Model, team: str) -> dict:
         rng = self.rng
         latency = model.latency_ms * rng.lognormvariate(0.0, 0.45)
         inp = int(rng.lognormvariate(6.3, 0.9)) + 5
@@ -145,6 +253,12 @@ class _Generator:
             ttft = None
             if error == "timeout":
                 latency = 30_000 * rng.uniform(1.0, 1.05)
+        # Incidents scale what was drawn (no extra draws: the rest of the traffic stays the same).
+        if self.spike == model.name and error != "timeout":
+            latency *= SPIKE_FACTOR
+            ttft = None if ttft is None else ttft * SPIKE_FACTOR
+        if self.surge == team:
+            inp, out, cached = inp * SURGE_FACTOR, out * SURGE_FACTOR, cached * SURGE_FACTOR
         return {"latency": round(latency, 3), "ttft": None if ttft is None else round(ttft, 3), "in": inp,
                 "out": out, "cached": cached, "error": error}
 
@@ -166,8 +280,8 @@ class _Generator:
 
     # --- message kinds ------------------------------------------------------------------------------
 
-    def request_hub(self, t: int, model: _Model, team: str) -> bytes:
-        s = self.request_sample(model)
+    def request_hub(self, t: int, model: _Model, team: str) -> Message:
+        s = self.request_sample(model, team)
         trace = self.hex(16)
         env = self.pick(ENVIRONMENTS)
         payload: dict = {"model": model.name, "provider": model.provider, "operation": model.operation,
@@ -184,7 +298,7 @@ class _Generator:
             payload["finish_reason"] = self.pick(FINISH) if model.operation == "chat" else ""
             payload["response_model"] = model.name
         self.remember(trace, model, team, t, s["in"], s["out"], env)
-        return _enc.encode({
+        return self.hub({
             "event_id": self.uuid(), "event_type": "telemetry.request", "event_time": self.time_value(t),
             "source": "telemetry", "schema_version": "1.0.0", "correlation_id": trace,
             "severity": "error" if s["error"] else "info", "environment": env, "region": self.pick(REGIONS),
@@ -192,7 +306,7 @@ class _Generator:
             "payload": payload,
         })
 
-    def request_otlp(self, t: int, model: _Model, team: str) -> bytes:
+    def request_otlp(self, t: int, model: _Model, team: str) -> Message:
         """One Collector batch: a few spans of one service, LLM calls plus a non-LLM HTTP span."""
         legacy = self.rng.random() < 0.4
         spans = []
@@ -201,9 +315,10 @@ class _Generator:
         env = self.pick(ENVIRONMENTS)
         spans.append(_span(trace, root, "", f"POST {self.endpoint(team)}", t, t + 1500,
                            [_kv("http.route", self.endpoint(team)), _kv("http.response.status_code", 200)], False))
-        for k in range(self.rng.randrange(1, 5)):
+        calls = min(self.rng.randrange(1, 5), self.cap)
+        for k in range(calls):
             m = MODELS[min(bisect(_MODEL_CUM, self.rng.random() * _MODEL_CUM[-1]), len(MODELS) - 1)]
-            s = self.request_sample(m)
+            s = self.request_sample(m, team)
             st = t + 5 + k * 3
             attrs = [_kv("server.address", "api." + m.provider.split(".")[0] + ".com")]
             if legacy:
@@ -231,16 +346,36 @@ class _Generator:
         resource = [_kv("service.name", f"{team}-api"), _kv("deployment.environment.name", env),
                     _kv("cloud.region", self.pick(REGIONS)), _kv("telemetry.sdk.language", "python")]
         scope = {"name": "opentelemetry.instrumentation.openai_v2" if not legacy else "openllmetry", "version": "0.1"}
-        return _enc.encode({"resourceSpans": [{"resource": {"attributes": resource},
-                                               "scopeSpans": [{"scope": scope, "spans": spans}]}]})
+        obj = {"resourceSpans": [{"resource": {"attributes": resource},
+                                  "scopeSpans": [{"scope": scope, "spans": spans}]}]}
+        proto = self.fmt == "otlp-proto" or (self.proto_share > 0 and self.rng.random() < self.proto_share)
+        # Keyed by service, as the Collector's exporter partitions by resource.
+        return Message("telemetry", f"{team}-api".encode(), traces_to_proto(obj) if proto else _enc.encode(obj), calls)
 
-    def telemetry_base(self, t: int, model: _Model, team: str) -> bytes:
+    def metrics(self, t: int, model: _Model, team: str) -> Message:
+        """One SDK metrics export of a service: GenAI client histograms over a few dozen calls."""
+        rng = self.rng
+        n = min(rng.randrange(5, 40), self.cap)
+        calls = []
+        for _ in range(n):
+            m = MODELS[min(bisect(_MODEL_CUM, rng.random() * _MODEL_CUM[-1]), len(MODELS) - 1)]
+            s = self.request_sample(m, team)
+            calls.append(Call(m.name, m.provider, m.operation, "api." + m.provider.split(".")[0] + ".com",
+                              s["latency"], s["in"], s["out"], s["error"]))
+        end = t + int(n * self.step_ms) + 1
+        resource = {"service.name": f"{team}-api", "team": team, "deployment.environment.name": self.pick(ENVIRONMENTS),
+                    "cloud.region": self.pick(REGIONS), "telemetry.sdk.language": "python"}
+        value = metrics_request(resource, calls, t * 1_000_000, end * 1_000_000, self.fmt == "otlp-metrics")
+        return Message("telemetry", f"{team}-api".encode(), value, n)
+
+    def telemetry_base(self, t: int, model: _Model, team: str) -> Message:
         u = self.rng.random()
-        s = self.request_sample(model)
+        s = self.request_sample(model, team)
         if u < 0.35:
             et, data = "telemetry.latency", {
                 "model": model.name, "provider": model.provider, "requestId": f"req-{self.hex(8)}",
-                "latencyMs": f"{s['latency'] / 1000:.3f}s" if self.rng.random() < 0.3 else s["latency"],
+                "latencyMs": self.unit(f"{s['latency'] / 1000:.3f}s", round(s["latency"] / 1000, 3) * 1000)
+                if self.rng.random() < 0.3 else s["latency"],
                 "breakdown": {"queueMs": round(s["latency"] * 0.05, 3),
                               **({"timeToFirstTokenMs": s["ttft"]} if s["ttft"] is not None else {})}}
         elif u < 0.6:
@@ -249,9 +384,10 @@ class _Generator:
         elif u < 0.8:
             rpm = self.rng.uniform(50, 3000)
             et, data = "telemetry.throughput", {
-                "model": model.name, "provider": model.provider, "requestsPerSecond": f"{rpm:.1f}/min",
+                "model": model.name, "provider": model.provider,
+                "requestsPerSecond": self.unit(f"{rpm:.1f}/min", round(rpm, 1) / 60),
                 "tokensPerSecond": round(rpm / 60 * 700, 2), "concurrentRequests": self.rng.randrange(1, 80),
-                "windowMs": "1m"}
+                "windowMs": self.unit("1m", 60_000)}
         elif u < 0.9:
             total = self.rng.randrange(200, 5000)
             et, data = "telemetry.error", {"model": model.name, "provider": model.provider,
@@ -267,7 +403,7 @@ class _Generator:
                 "qualityScore": round(self.rng.uniform(0.7, 0.95), 3)}
         return self.base(et, "observatory", t, data, {"team": team, "region": self.pick(REGIONS)})
 
-    def cost(self, t: int, model: _Model, team: str) -> bytes:
+    def cost(self, t: int, model: _Model, team: str) -> Message:
         u = self.rng.random()
         if u < 0.8 and self.recent:
             trace, m, team, rt, inp, out, env = self.recent[self.rng.randrange(len(self.recent))]
@@ -277,7 +413,7 @@ class _Generator:
             if self.rng.random() < 0.15:  # an EU billing account reports in euros
                 payload["total_cost"] = round(usd / 1.08, 8)
                 payload["currency"] = "EUR"
-            return _enc.encode({
+            return self.hub({
                 "event_id": self.uuid(), "event_type": "cost.tokens", "event_time": rt + 20, "source": "cost",
                 "correlation_id": trace, "environment": env, "tags": {"team": team}, "payload": payload})
         if u < 0.9:
@@ -287,7 +423,8 @@ class _Generator:
         if u < 0.97:
             return self.base("cost.resource", "costops", t, {
                 "resourceType": "gpu", "resourceId": f"gpu-node-{self.rng.randrange(1, 12)}",
-                "model": "llama-3.1-70b-instruct", "durationMs": "1h", "gpuCount": 8, "memoryBytes": "640GB",
+                "model": "llama-3.1-70b-instruct", "durationMs": self.unit("1h", 3_600_000), "gpuCount": 8,
+                "memoryBytes": self.unit("640GB", 640 * 1024**3),
                 "utilization": round(self.rng.uniform(0.3, 0.95), 3),
                 "totalCost": round(self.rng.uniform(20, 40), 2)}, {"team": team})
         limit = self.pick((5000.0, 10000.0, 25000.0))
@@ -296,7 +433,7 @@ class _Generator:
             "limit": limit, "spent": round(limit * self.rng.uniform(0.8, 1.05), 2), "threshold": 0.8},
             {"team": team, "severity": "high"})
 
-    def policy(self, t: int, model: _Model, team: str) -> bytes:
+    def policy(self, t: int, model: _Model, team: str) -> Message:
         u = self.rng.random()
         pid, pname, ptype = self.pick(POLICIES)
         user = f"user-{self.rng.randrange(1, 500)}"
@@ -323,7 +460,7 @@ class _Generator:
         return self.base("audit.logged", "policy-engine", t, {
             "actor": user, "action": "override", "resource": pid, "outcome": "success", "policyId": pid}, {})
 
-    def security(self, t: int, model: _Model, team: str) -> bytes:
+    def security(self, t: int, model: _Model, team: str) -> Message:
         u = self.rng.random()
         ip = f"203.0.113.{self.rng.randrange(1, 255)}"
         if u < 0.4:
@@ -349,7 +486,7 @@ class _Generator:
             "framework": self.pick(FRAMEWORKS), "controlId": "CC6.1", "assetId": model.name,
             "description": "prompt logs retained beyond policy"}, {"team": team})
 
-    def governance(self, t: int, model: _Model, team: str) -> bytes:
+    def governance(self, t: int, model: _Model, team: str) -> Message:
         u = self.rng.random()
         if u < 0.45:
             et, payload = "governance.compliance", {
@@ -370,10 +507,10 @@ class _Generator:
                 "source_asset_id": "dataset-support-tickets-2024", "target_asset_id": f"{model.name}-ft",
                 "operation": "fine_tune", "records": self.rng.randrange(10_000, 500_000),
                 "size_bytes": self.rng.randrange(10**8, 10**10), "contains_pii": False}
-        return _enc.encode({"event_id": self.uuid(), "event_type": et, "event_time": t, "source": "governance",
-                            "tags": {"team": team}, "payload": payload})
+        return self.hub({"event_id": self.uuid(), "event_type": et, "event_time": t, "source": "governance",
+                         "tags": {"team": team}, "payload": payload})
 
-    def registry(self, t: int, model: _Model, team: str) -> bytes:
+    def registry(self, t: int, model: _Model, team: str) -> Message:
         u = self.rng.random()
         base = {"assetId": model.name, "assetName": model.name, "assetType": "model", "owner": f"{team}-ml",
                 "category": "embedding-model" if model.operation == "embeddings" else "language-model",
@@ -394,14 +531,23 @@ class _Generator:
         return self.base("asset.deprecated", "registry", t, {**base, "reason": "replaced",
                                                              "replacementAssetId": "gpt-4o"}, {})
 
-    def base(self, event_type: str, source: str, t: int, data: dict, metadata: dict) -> bytes:
-        return _enc.encode({"eventId": self.uuid(), "eventType": event_type, "source": source,
-                            "timestamp": _iso(t), "version": "1.0.0", "data": data, "metadata": metadata})
-
-    def bad(self, t: int) -> bytes:
+    def bad(self, t: int) -> Message:
+        """An input the hub must dead-letter, in the format's own encoding where it has one."""
+        if self.fmt in TELEMETRY_ONLY:
+            if self.fmt in ("otlp-proto", "otlp-metrics"):  # claims more bytes than follow
+                return Message("telemetry", b"bad", b"\x0a\xff\xff\xff\xff\x0f" + self.rng.randbytes(12), 0)
+            head = b'{"resourceSpans"' if self.fmt == "otlp-json" else b'{"resourceMetrics"'
+            return Message("telemetry", b"bad", head + b': [{"resource": {"attributes": [', 0)
         kind = self.pick(_BAD_KINDS)
         model = MODELS[0]
-        good = self.request_hub(t, model, "search")
+        fmt, self.fmt = self.fmt, "mix"  # the mutations below edit a hub envelope
+        try:
+            good = self.request_hub(t, model, "search").value
+        finally:
+            self.fmt = fmt
+        return Message("telemetry", model.name.encode(), self._spoil(kind, good, t), 0)
+
+    def _spoil(self, kind: str, good: bytes, t: int) -> bytes:
         if kind == "truncated":
             return good[: len(good) // 2]
         if kind == "not_utf8":
@@ -420,32 +566,3 @@ class _Generator:
         elif kind == "bad_severity":
             obj["severity"] = "apocalyptic"
         return _enc.encode(obj)
-
-
-def _kv(key: str, value: object) -> dict:
-    if isinstance(value, bool):
-        return {"key": key, "value": {"boolValue": value}}
-    if isinstance(value, int):
-        return {"key": key, "value": {"intValue": str(value)}}  # int64 is a string in OTLP/JSON
-    if isinstance(value, float):
-        return {"key": key, "value": {"doubleValue": value}}
-    if isinstance(value, list):
-        return {"key": key, "value": {"arrayValue": {"values": [{"stringValue": str(v)} for v in value]}}}
-    return {"key": key, "value": {"stringValue": str(value)}}
-
-
-def _span(trace: str, span_id: str, parent: str, name: str, start_ms: int, end_ms: int, attrs: list,
-          failed: bool) -> dict:
-    span = {"traceId": trace, "spanId": span_id, "name": name, "kind": 3 if parent else 2,
-            "startTimeUnixNano": str(start_ms * 1_000_000), "endTimeUnixNano": str(end_ms * 1_000_000),
-            "attributes": attrs, "status": {"code": 2, "message": "upstream error"} if failed else {}}
-    if parent:
-        span["parentSpanId"] = parent
-    return span
-
-
-def _iso(ms: int, offset_h: int = 0) -> str:
-    tz = timezone(timedelta(hours=offset_h))
-    dt = (_EPOCH + timedelta(milliseconds=ms)).astimezone(tz)
-    s = dt.isoformat(timespec="milliseconds")
-    return s.replace("+00:00", "Z")

@@ -1,4 +1,4 @@
-"""`hub`: run the pipeline, migrate and query the store, export schemas, show config.
+"""`hub`: run the pipeline, migrate and query the store, export schemas, show config, probe a running hub.
 
 Every failure an operator can cause (bad flag, bad config, unreachable Kafka/ClickHouse, bad
 SQL) ends as one line on stderr and a non-zero exit code, never a traceback.
@@ -14,11 +14,13 @@ from contextlib import closing
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
+from urllib.parse import urlparse
 
 import orjson
 
 from config.errors import HubError
 from config.settings import HubConfig, load_config, masked, to_toml
+from connectors.synthetic_incidents import FORMATS as PRODUCE_FORMATS
 from flows.tables import print_rows
 
 EXIT_USAGE = 2
@@ -27,10 +29,10 @@ DISTRIBUTION = "llm-analytics-hub"
 REPORTS = {
     "latency": """
         SELECT window_start AS hour, model, sum(count) AS requests,
-               round(hub_quantile(sumMapMerge(hist), 0.5), 1) AS p50_ms,
-               round(hub_quantile(sumMapMerge(hist), 0.95), 1) AS p95_ms,
-               round(hub_quantile(sumMapMerge(hist), 0.99), 1) AS p99_ms
-        FROM metrics_1h WHERE metric = 'latency_ms'
+               round(hub_quantile(sumMap(hist), 0.5), 1) AS p50_ms,
+               round(hub_quantile(sumMap(hist), 0.95), 1) AS p95_ms,
+               round(hub_quantile(sumMap(hist), 0.99), 1) AS p99_ms
+        FROM metrics_1h FINAL WHERE metric = 'latency_ms'
         GROUP BY hour, model ORDER BY hour, model""",
     "cost": """
         SELECT window_start AS day, model, requests, round(cost_usd, 4) AS cost_usd,
@@ -86,10 +88,11 @@ def build_parser() -> Parser:
                          description="Run the dataflow. Input: --input FILE (JSON lines, - for stdin); else Kafka if "
                                      "configured; else the built-in synthetic generator.")
     run.add_argument("--input", metavar="FILE", help="JSON-lines file to read ('-' = stdin); the run ends at end of file")
-    run.add_argument("--events", type=int, metavar="N", help="synthetic input: stop after N events (default: until Ctrl-C)")
+    run.add_argument("--events", type=int, metavar="N",
+                     help="synthetic input: stop after N stored events (default: until Ctrl-C)")
     run.add_argument("--seed", type=int, default=7, help="synthetic input: random seed (default 7)")
     run.add_argument("--rate", type=float, default=50.0, metavar="PER_S",
-                     help="synthetic input: event-time rate of the generated traffic (default 50/s)")
+                     help="synthetic input: event-time rate of the generated traffic, events/s (default 50)")
     run.add_argument("--until-end", action="store_true", help="Kafka input: stop at the end offsets seen at start")
     run.add_argument("--recovery-dir", metavar="DIR", help="Bytewax recovery snapshots here (overrides recovery.dir)")
     run.add_argument("--workers", type=int, default=1, metavar="N", help="worker threads in this process (default 1)")
@@ -97,6 +100,37 @@ def build_parser() -> Parser:
     run.add_argument("-a", "--addresses", help="semicolon-separated host:port of every cluster process")
     run.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations first")
     run.set_defaults(func=cmd_run)
+
+    prod = sub.add_parser("produce", parents=[common], help="put realistic traffic (or a file) on the Kafka topics",
+                          description="Send realistic LLM platform traffic to the configured source topics (one per "
+                                      "source, keyed by model, asset or service), or replay a JSON-lines file. Counts "
+                                      "events as the hub stores them: an OTLP batch of 3 calls is 3 events. Stops "
+                                      "after --events, after --duration, or at Ctrl-C; missing topics are created.")
+    prod.add_argument("--format", choices=PRODUCE_FORMATS, help="wire format (default mix: hub envelopes, base "
+                      "events and OTLP spans, JSON and protobuf, of every source). OTLP formats carry LLM calls only; "
+                      "for otlp-metrics one event is one call the histograms summarize")
+    prod.add_argument("--events", type=int, metavar="N", help="stop after N events (stored events, not messages)")
+    prod.add_argument("--duration", metavar="TIME", help="stop after this long (60s, 5m, 1h); with --rate R: "
+                                                         "exactly R x TIME events")
+    prod.add_argument("--rate", type=float, metavar="PER_S", help="events per second, event times following the "
+                                                                  "clock (default: as fast as possible)")
+    prod.add_argument("--incident", action="append", metavar="KIND[:TARGET]",
+                      help="inject an incident over 50-80%% of the run (or minutes 2-5 of an unbounded one): "
+                           "latency-spike[:MODEL] (default gpt-4o, 8x slower), cost-surge[:TEAM] (marketing, 12x "
+                           "tokens), security-burst[:MODEL] (gpt-4o-mini, 30%% of messages are attacks), "
+                           "policy-violation-cascade[:TEAM] (support-bot); repeatable")
+    prod.add_argument("--file", metavar="FILE", help="replay a JSON-lines file ('-' = stdin), each line to its "
+                                                     "source's topic; lines that name no source are skipped and "
+                                                     "reported (--rate is lines per second)")
+    prod.add_argument("--topic", metavar="TOPIC", help="send everything to this one topic instead")
+    prod.add_argument("--seed", type=int, help="random seed of the generated traffic (default 7)")
+    prod.add_argument("--bad-fraction", type=float, default=0.0, metavar="F",
+                      help="share of extra invalid messages, for the dead-letter path (default 0)")
+    prod.add_argument("--duplicate-fraction", type=float, default=0.0, metavar="F",
+                      help="share of extra byte-exact re-sends, for dedup (default 0; none in otlp-metrics)")
+    prod.add_argument("--partitions", type=int, default=1, metavar="N",
+                      help="partitions of topics this command creates (default 1)")
+    prod.set_defaults(func=cmd_produce)
 
     mig = sub.add_parser("migrate", parents=[common], help="apply pending ClickHouse migrations",
                          description="Apply versioned SQL migrations from schemas/migrations and the configured retention TTLs.")
@@ -129,6 +163,17 @@ def build_parser() -> Parser:
     export = ssub.add_parser("export", parents=[common], help="write one JSON Schema file per wire format into DIR")
     export.add_argument("dir", metavar="DIR")
     export.set_defaults(func=cmd_schema_export)
+
+    health = sub.add_parser("health", parents=[common], help="ask a running hub run whether it is ready (exit 0) or not (1)",
+                            description="Ask the readiness path (/readyz) of a running `hub run` and print one line; "
+                                        "exit 0 when it is ready (flow moving, store and Kafka answering), 1 when "
+                                        "not or when nothing answers. For container probes. The endpoint is "
+                                        "[metrics] host:port of the config (default 127.0.0.1:9108) or --url.")
+    health.add_argument("--url", help="the hub's endpoint, e.g. http://worker:9108 (a bare host:port URL gets the probe path)")
+    health.add_argument("--live", action="store_true",
+                        help="ask the liveness path (/healthz) instead: the process answers and its flow is not stuck")
+    health.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for an answer (default 5)")
+    health.set_defaults(func=cmd_health)
 
     config = sub.add_parser("config", parents=[common], help="show or check the effective configuration",
                             description="Show or check the effective configuration (file + HUB_* environment + flags).")
@@ -217,6 +262,31 @@ def cmd_schema_export(args: argparse.Namespace) -> int:
     for p in paths:
         print(p)
     return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from connectors.health import local_url, probe
+
+    if args.timeout <= 0:
+        raise HubError("--timeout must be > 0")
+    path = "/healthz" if args.live else "/readyz"
+    if args.url:
+        url = args.url.rstrip("/") + path if urlparse(args.url).path in ("", "/") else args.url
+    else:
+        cfg = config_from(args)
+        if not cfg.metrics.port:
+            raise HubError("the metrics endpoint is off ([metrics] port = 0 / HUB_METRICS__PORT=0): "
+                           "nothing to ask; give --url")
+        url = local_url(cfg.metrics.host, cfg.metrics.port) + path
+    healthy, line = probe(url, args.timeout)
+    print(f"hub health: {line}", file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else EXIT_FAILURE
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from flows.produce import run
+
+    return run(args, config_from(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

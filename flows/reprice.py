@@ -8,9 +8,9 @@ What it does, in an order that a crash at any point and a re-run repair:
 2. Rebuilds the `cost_usd` 1-minute rows of every minute that held a changed billed call, from
    the billed raw events of that minute (late events excluded, as the flow excludes them),
    with the flow's own window code.
-3. Rebuilds the affected windows of every rollup from the tier below it: 5m..1d from metrics_1m,
-   1w and 1mo from metrics_1d (kept a year), so windows longer than the raw retention stay whole.
-   Windows whose source rows may already be past their retention are left as they are, and said.
+3. Rebuilds the affected windows of every rollup from the tier below it (connectors/rollups.py),
+   so windows longer than the raw retention stay whole. Windows whose source rows may already be
+   past their retention are left as they are, and said.
 A re-run recomputes from raw events, not from the previous result, so it ends in the same state.
 """
 from __future__ import annotations
@@ -27,20 +27,19 @@ from clickhouse_connect.driver.client import Client
 
 from config.errors import HubError
 from config.settings import HubConfig
+from connectors import rollups
 from connectors.clickhouse import connect, insert_new_windows
 from connectors.price_store import stored_price_changes
 from flows.pipeline import shard_steps
 from operators.windows import MetricValues, WindowAggregator
 from schemas.events import LlmRequest, new_event
 from schemas.metrics import window_rows
-from schemas.rollups import ROLLUPS, Window
+from schemas.rollups import BY_NAME, ROLLUPS
 from schemas.rows import COLUMN_NAMES
 
 METRIC = "cost_usd"
 SHARD = "reprice"
 CHUNK = 50_000
-# Rollups too long to rebuild from 1-minute rows (kept days) are rebuilt from this one (kept a year).
-LONG_SOURCE = "1d"
 _DECODE_CALL = msgspec.json.Decoder(LlmRequest)
 
 
@@ -136,34 +135,12 @@ def _rebuild_minutes(client: Client, minutes: list[int]) -> None:
 
 def _rebuild_rollups(client: Client, cfg: HubConfig, minutes: list[int]) -> tuple[int, int]:
     """Every rollup window holding one of these minutes, recomputed from the tier below; returns
-    (windows rebuilt, windows left because their source rows may be past retention)."""
+    (windows rebuilt, windows left because their source rows may be past retention). Cost rows
+    are cleared first: a series whose calls all lost their cost has no source row to replace them."""
     now_s = int(datetime.now(timezone.utc).timestamp())
-    done = kept = 0
-    for w in ROLLUPS:
-        source = LONG_SOURCE if w.name in ("1w", "1mo") else "1m"
-        horizon = now_s - getattr(cfg.retention, f"metrics_{source}_days") * 86_400 + 3_600
-        starts = sorted({s for (s,) in client.query(
-            f"SELECT DISTINCT toUnixTimestamp({w.start}) FROM (SELECT arrayJoin({{m:Array(DateTime)}}) AS window_start)",
-            parameters={"m": minutes}).result_rows})
-        whole = [s for s in starts if s >= horizon]
-        kept += len(starts) - len(whole)
-        if whole:
-            _delete(client, w.table, whole)
-            _insert_rollup(client, w, source, whole)
-            done += len(whole)
-    return done, kept
-
-
-def _insert_rollup(client: Client, w: Window, source: str, starts: list[int]) -> None:
-    """The same aggregation as the rollup views (schemas/migrations/0002_metrics.sql), over the
-    chosen source: 1-minute rows hold plain histograms, rollups hold sumMap states."""
-    table, hist = ("metrics_1m FINAL", "sumMapState(hist)") if source == "1m" else \
-        (f"metrics_{source}", "sumMapMergeState(hist)")
-    client.command(
-        f"INSERT INTO {w.table} SELECT metric, model, endpoint, team, {w.start} AS ws, sum(count), sum(sum), "
-        f"min(min), max(max), sum(sumsq), {hist} FROM {table} "
-        f"WHERE metric = '{METRIC}' AND ws IN (SELECT arrayJoin({{s:Array(DateTime)}})) "
-        "GROUP BY metric, model, endpoint, team, ws", parameters={"s": starts})
+    oldest = {w.name: now_s - getattr(cfg.retention, BY_NAME[w.source].retention_field) * 86_400 + 3_600
+              for w in ROLLUPS}
+    return rollups.refresh(client, minutes, oldest, before=lambda w, starts: _delete(client, w.table, starts))
 
 
 def _delete(client: Client, table: str, starts: list[int]) -> None:

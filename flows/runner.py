@@ -12,7 +12,7 @@ from bytewax.recovery import RecoveryConfig
 
 from config.errors import HubError
 from config.settings import HubConfig, kafka_client_config
-from connectors import shutdown, worker_metrics
+from connectors import health, shutdown, worker_metrics
 from connectors.clickhouse import connect
 from connectors.file_source import FileSource, SyntheticSource
 from connectors.kafka_source import check_broker
@@ -60,18 +60,38 @@ def choose_source(args: argparse.Namespace, cfg: HubConfig):
 
 
 def run(args: argparse.Namespace, cfg: HubConfig) -> int:
+    if args.events is not None and args.events <= 0:
+        raise RunError("--events must be > 0")
+    # First: a port in use fails in a moment, before migrations or input are touched.
+    endpoint = _endpoint(cfg)
+    try:
+        return _run(args, cfg, endpoint.health if endpoint else None)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+
+
+def _endpoint(cfg: HubConfig) -> health.Endpoint | None:
+    """/metrics, /healthz and /readyz on [metrics] host:port (port 0: none)."""
+    if not cfg.metrics.port:
+        return None
+    status = health.Health(cfg.metrics.stall_after_s)
+    status.add_check("store", health.store_check(cfg.clickhouse))
+    return health.Endpoint(cfg.metrics.host, cfg.metrics.port, status).start()
+
+
+def _run(args: argparse.Namespace, cfg: HubConfig, status: health.Health | None) -> int:
     from bytewax.run import cli_main
     from bytewax.recovery import init_db_dir
 
-    if args.events is not None and args.events <= 0:
-        raise RunError("--events must be > 0")
+    worker_metrics.HEARTBEAT.reset()
     with closing(connect(cfg.clickhouse)) as client:
         if not args.no_migrate:
             migrate(client, cfg.retention)
         prices = stored_price_changes(client)
     source, label = choose_source(args, cfg)
-    if cfg.metrics.port:
-        worker_metrics.serve(cfg.metrics.host, cfg.metrics.port)
+    if status is not None and label.startswith("Kafka"):
+        status.add_check("kafka", health.kafka_check(kafka_client_config(cfg)))
     recovery_dir = args.recovery_dir or cfg.recovery.dir
     if not recovery_dir and label.startswith("Kafka") and not args.until_end:
         print("hub run: note: no recovery dir (--recovery-dir / HUB_RECOVERY__DIR): offsets and window state are "
@@ -85,7 +105,8 @@ def run(args: argparse.Namespace, cfg: HubConfig) -> int:
         backup = cfg.recovery.backup_interval_s
         recovery = RecoveryConfig(str(path), backup_interval=timedelta(seconds=backup) if backup else None)
     flow = build_flow(cfg, source, prices=prices)
-    print(f"hub run: reading {label}; writing to {cfg.clickhouse.dsn}", file=sys.stderr, flush=True)
+    served = f"; metrics and health on {health.local_url(cfg.metrics.host, cfg.metrics.port)}" if status else ""
+    print(f"hub run: reading {label}; writing to {cfg.clickhouse.dsn}{served}", file=sys.stderr, flush=True)
     started = time.monotonic()
     addresses = args.addresses.split(";") if args.addresses else None
     shutdown.install()

@@ -11,6 +11,7 @@ from typing import Literal
 
 import msgspec
 
+from schemas.assets import ASSET_INFO_COLUMNS, AssetInfo, asset_columns
 from schemas.metrics import SeriesKey
 from schemas.vocabulary import AnomalyType, FindingSeverity, SignalSource
 
@@ -63,6 +64,8 @@ class Anomaly(msgspec.Struct, kw_only=True):
     detector: str
     severity: FindingSeverity = "low"
     tags: dict[str, str] = {}
+    # The series' registry asset as of the window's end (set by the registry step).
+    asset: AssetInfo | None = None
 
     @property
     def series(self) -> SeriesKey:
@@ -141,31 +144,36 @@ class Incident(msgspec.Struct, kw_only=True):
     edges: list[IncidentEdge] = []
     overflow: int = 0
     merged_into: str = ""
+    # Per entry of `assets`: its registry asset as of the incident's end (None: unknown).
+    asset_info: list[AssetInfo | None] = []
 
 
 # ---- rows for the ClickHouse sink (DateTime64(3) columns as epoch-ms ints) ----------------------
 
 ANOMALY_COLUMNS = ("id", "metric", "model", "endpoint", "team", "window_start", "window_ms",
-                   "anomaly_type", "score", "expected", "spread", "observed", "detector", "severity", "tags")
+                   "anomaly_type", "score", "expected", "spread", "observed", "detector", "severity", "tags",
+                   *ASSET_INFO_COLUMNS)
 
 
 def anomaly_row(a: Anomaly) -> tuple:
     return (a.id, a.metric, a.model, a.endpoint, a.team, a.window_start_ms, a.window_ms, a.anomaly_type,
-            a.score, a.expected, a.spread, a.observed, a.detector, a.severity, a.tags)
+            a.score, a.expected, a.spread, a.observed, a.detector, a.severity, a.tags, *asset_columns(a.asset))
 
 
 INCIDENT_COLUMNS = ("id", "version", "status", "pattern", "confidence", "severity", "opened_at", "start_time",
                     "end_time", "assets", "root_cause_id", "root_cause_reasons", "pattern_reasons", "impact",
                     "member_ids", "member_roles", "member_sources", "member_kinds", "member_times",
-                    "overflow", "merged_into")
+                    "overflow", "merged_into", "asset_ids", "asset_names", "asset_versions", "asset_owners",
+                    "asset_categories", "asset_tags")
 
 
 def incident_row(i: Incident) -> tuple:
     m = i.members
+    info = [asset_columns(a) for a in i.asset_info] if i.asset_info else [asset_columns(None) for _ in i.assets]
     return (i.id, i.version, i.status, i.pattern, i.confidence, i.severity, i.opened_ms, i.start_ms, i.end_ms,
             i.assets, i.root_cause_id, i.root_cause_reasons, i.pattern_reasons, i.impact,
             [x.signal_id for x in m], [x.role for x in m], [x.source for x in m], [x.kind for x in m],
-            [x.time_ms for x in m], i.overflow, i.merged_into)
+            [x.time_ms for x in m], i.overflow, i.merged_into, *([list(c) for c in zip(*info)] or [[]] * 6))
 
 
 EDGE_COLUMNS = ("incident_id", "from_id", "to_id", "relationship", "weight", "time", "version")

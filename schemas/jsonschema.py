@@ -1,8 +1,10 @@
-"""JSON Schemas of the accepted JSON wire formats, generated from the msgspec Structs.
+"""JSON Schemas of the accepted JSON wire formats and of the outbound feeds, generated from the
+msgspec Structs.
 
-Producers validate against these before sending; they are generated from the same Structs the
-normalizer decodes with, so they cannot drift. `otlp_proto` has no JSON Schema: its schema is
-the OpenTelemetry protobuf definition (ExportTraceServiceRequest).
+Producers validate against the input schemas before sending; they are generated from the same
+Structs the normalizer decodes with, so they cannot drift. `otlp_proto` has no JSON Schema: its
+schema is the OpenTelemetry protobuf definition (ExportTraceServiceRequest). Feed consumers read
+the feed schemas, generated from the Structs the flow encodes its feed records from.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 import msgspec
 
 from schemas.events import EVENT_TYPES, PAYLOAD_TYPES
+from schemas.feeds import AssetProfileEvent, AuditEntry, ComplianceReport, UsageRecord, ViolationReport
 from schemas.wire import BaseMessage, HubMessage, OtlpTraces
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -42,6 +45,26 @@ SCHEMAS: dict[str, tuple[str, str, Any]] = {
 }
 
 
+# Outbound feeds: file name -> (title, description, record type, [kafka.topics] key).
+FEED_SCHEMAS: dict[str, tuple[str, str, Any, str]] = {
+    "feed-usage.schema.json": (
+        "CostOps usage feed", "Hourly usage per team and model for cost allocation: requests, errors, tokens by "
+        "kind, billed spend. Keyed by `id`; a higher `version` supersedes.", UsageRecord, "usage_feed"),
+    "feed-compliance.schema.json": (
+        "Compliance feed", "Compliance report per hour and day, for everything, per asset and per team (the rows "
+        "of `compliance_reports`). Keyed by `id`; a higher `version` supersedes.", ComplianceReport,
+        "compliance_feed"),
+    "feed-violation.schema.json": (
+        "Violation reports", "One policy or governance violation as it arrives, with its registry asset. Keyed by "
+        "`id` (the event id).", ViolationReport, "violation_feed"),
+    "feed-audit.schema.json": (
+        "Audit trail", "One audit record of the governance dashboard or the policy engine. Keyed by `id` (the "
+        "event id).", AuditEntry, "audit_feed"),
+    "feed-asset-profile.schema.json": (
+        "Asset profile analytics event", "Emitted when a registry event creates or updates an asset profile; "
+        "`profile` is the asset after it. Keyed by `asset_id`.", AssetProfileEvent, "asset_feed"),
+}
+
 _PAYLOAD_NAMES = {p.__name__ for p in PAYLOAD_TYPES}
 
 
@@ -57,11 +80,13 @@ def schema_for(title: str, description: str, typ: Any) -> dict[str, Any]:
 
 
 def export_json_schemas(directory: str | Path) -> list[Path]:
-    """Write one JSON Schema file per accepted JSON wire format into `directory`; return the paths."""
+    """Write one JSON Schema file per accepted JSON wire format and per outbound feed into
+    `directory`; return the paths."""
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, (title, description, typ) in SCHEMAS.items():
+    every = {**SCHEMAS, **{name: (title, text, typ) for name, (title, text, typ, _) in FEED_SCHEMAS.items()}}
+    for name, (title, description, typ) in every.items():
         path = target / name
         path.write_text(json.dumps(schema_for(title, description, typ), indent=2, sort_keys=False) + "\n",
                         encoding="utf-8")
@@ -89,5 +114,13 @@ def _index() -> str:
         "",
         f"Event types ({len(EVENT_TYPES)}): " + ", ".join(f"`{t}`" for t in EVENT_TYPES),
         "",
+        "# Outbound feed JSON Schemas",
+        "",
+        "One JSON record per Kafka message on the topic named in `[kafka.topics]`; generated from the Structs "
+        "the flow encodes them from (schemas/feeds.py). Topics are at least once: consumers upsert on the key.",
+        "",
     ]
+    for name, (title, description, _, topic) in FEED_SCHEMAS.items():
+        lines += [f"- [`{name}`]({name}) — {title} (`[kafka.topics] {topic}`): {description}"]
+    lines += [""]
     return "\n".join(lines)

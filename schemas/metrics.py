@@ -8,13 +8,15 @@ One closed minute of gpt-4o latencies (100 and 200 ms) for team search, and its 
 >>> w.mean, w.stddev
 (150.0, 50.0)
 >>> window_rows([w])
-[['latency_ms', 'gpt-4o', '', 'search', 1763546340, 's0', 2, 300.0, 100.0, 200.0, 50000.0, {231: 1, 265: 1}]]
+[['latency_ms', 'gpt-4o', '', 'search', 1763546340, 's0', 2, 300.0, 100.0, 200.0, 50000.0, {231: 1, 265: 1}, '', '', '', '', '', []]]
 """
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
+
+from schemas.assets import AssetInfo, asset_columns
 
 
 class SeriesKey(msgspec.Struct, frozen=True, array_like=True):
@@ -44,6 +46,8 @@ class WindowMetric(msgspec.Struct, kw_only=True):
     sumsq: float
     hist: dict[int, int]
     shard: str = ""
+    # The series' registry asset as of the window's end, set by the registry step (None: unknown).
+    asset: AssetInfo | None = None
 
     @property
     def mean(self) -> float:
@@ -60,10 +64,11 @@ class WindowMetric(msgspec.Struct, kw_only=True):
 def window_rows(windows: list[WindowMetric]) -> list[list[Any]]:
     """Rows for ClickHouse `metrics_1m` (columns as in connectors.clickhouse.METRICS_1M_COLUMNS).
 
-    The window start goes out in seconds (a DateTime column); see the module docstring's example.
+    The window start goes out in seconds (a DateTime column); the asset columns
+    (schemas.assets.ASSET_INFO_COLUMNS) follow; see the module docstring's example.
     """
     return [[w.series.metric, w.series.model, w.series.endpoint, w.series.team, w.window_start_ms // 1000, w.shard,
-             w.count, w.sum, w.min, w.max, w.sumsq, w.hist] for w in windows]
+             w.count, w.sum, w.min, w.max, w.sumsq, w.hist, *asset_columns(w.asset)] for w in windows]
 
 
 class MetricPoint(msgspec.Struct, kw_only=True):

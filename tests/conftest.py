@@ -19,6 +19,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import clickhouse_server as chserver  # noqa: E402
 import kafka_broker  # noqa: E402
 
+# `hub run` serves /metrics, /healthz and /readyz on [metrics] port, 9108 by default; the suite
+# starts many hubs, some at once, so it turns the endpoint off (inherited by every `hub run`
+# subprocess). Tests of the endpoint give their own free port; test_health.py covers the default.
+os.environ["HUB_METRICS__PORT"] = "0"
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

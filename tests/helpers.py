@@ -93,6 +93,7 @@ class HubProcess:
         try:
             return self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
+            self.kill()  # not left behind to slow the tests after it
             raise AssertionError(f"hub run did not finish in {timeout_s}s; log:\n{self.log.read_text()[-3000:]}") from None
 
 
@@ -106,6 +107,8 @@ def query(settings: ClickHouseSettings, sql: str) -> list[tuple]:
 
 
 def store_digest(settings: ClickHouseSettings) -> dict[str, Any]:
+    from schemas.rollups import ROLLUPS
+
     """Everything a user could query, reduced to comparable values (FINAL where replays dedupe);
     compare two with `same_store` (float sums depend on the order rows were merged in)."""
     queries = {
@@ -116,8 +119,14 @@ def store_digest(settings: ClickHouseSettings) -> dict[str, Any]:
         "metrics_1m": "SELECT metric, model, endpoint, team, window_start, sum(count), sum(sum), min(min), max(max), "
                       "toString(sumMap(hist)) FROM metrics_1m FINAL GROUP BY metric, model, endpoint, team, window_start "
                       "ORDER BY metric, model, endpoint, team, window_start",
-        "metrics_1h": "SELECT metric, model, window_start, count, sum, p50, p99 FROM metrics_1h_stats "
-                      "ORDER BY metric, model, endpoint, team, window_start",
+        **{f"{w.table}_stats": f"SELECT metric, model, endpoint, team, window_start, count, sum, min, max, "
+                               f"toString(histogram) FROM {w.table}_stats ORDER BY metric, model, endpoint, team, window_start"
+           for w in ROLLUPS},
+        "skipped": "SELECT reason, sum(inputs) FROM skipped_inputs FINAL GROUP BY reason ORDER BY reason",
+        "anomalies": "SELECT * FROM anomalies FINAL ORDER BY ALL",
+        # Not status or version: a bounded run closes and re-emits its incidents at the end of input.
+        "incidents": "SELECT id, pattern, severity, assets, root_cause_id, arraySort(member_ids) FROM incidents FINAL "
+                     "ORDER BY id",
         "composite_1d": "SELECT model, window_start, requests, errors, cost_usd FROM composite_1d ORDER BY model, window_start",
     }
     return {name: query(settings, sql) for name, sql in queries.items()}

@@ -107,3 +107,10 @@ def test_dockerfile_installs_the_package_and_runs_hub(compose: dict[str, Any]) -
     assert "hub" in pyproject["project"]["scripts"]  # the console script the image runs
     for package in (p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]):
         assert re.search(rf"^COPY {package} ", dockerfile, re.M), f"Dockerfile does not copy {package}/"
+
+
+def test_worker_health_is_probed_on_its_metrics_port(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["hub-worker"]
+    probe = worker["healthcheck"]["test"]
+    assert probe[:3] == ["CMD", "hub", "health"]
+    assert probe[probe.index("--url") + 1].endswith(f":{_env(worker)['HUB_METRICS__PORT']}")

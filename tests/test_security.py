@@ -38,10 +38,10 @@ KEY_PASSWORD = "key-Pa55word!z"
 
 
 def hub(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """`hub ARGS` in its own process, HUB_* only from `env`."""
+    """`hub ARGS` in its own process, HUB_* only from `env` (and no metrics port: tests run side by side)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=180,
-                          cwd=cwd, env={**base, "PYTHONPATH": str(ROOT), **(env or {})})
+                          cwd=cwd, env={**base, "PYTHONPATH": str(ROOT), "HUB_METRICS__PORT": "0", **(env or {})})
 
 
 def leaks(output: str, secrets: dict[str, str], user: str = "hub") -> list[str]:

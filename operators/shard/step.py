@@ -19,7 +19,7 @@ from operators.shard.columns import ColumnRules, to_columns
 from operators.windows.aggregator import WindowAggregator
 from operators.windows.extract import extract
 from operators.windows.points import Cumulative, to_partials
-from schemas.items import RawBatch, ShardOutput
+from schemas.items import ALL_CLOSED, RawBatch, ShardOutput
 from schemas.raw import DeadLetter, RawMessage
 from schemas.rows import COLUMN_NAMES
 
@@ -102,6 +102,10 @@ def process(state: ShardState, batch: RawBatch, steps: ShardSteps, now_ms: int |
         out.windows = state.windows.close_ready()
     for w in out.windows:
         w.shard = batch.shard
+    windows = state.windows
+    out.watermark_ms = max(windows.watermark_ms, 0)
+    out.closed_ms = (max(windows.watermark_ms - windows.lateness_ms, windows.closed_floor_ms) if windows.has_open
+                     else ALL_CLOSED)
     return out
 
 
