@@ -58,6 +58,18 @@ def metric(samples: dict[str, float], name: str, **labels: str) -> float:
                if (k == name or k.startswith(name + "{")) and all(w in k for w in want))
 
 
+def fault_digest(settings) -> dict:
+    """store_digest with incidents compared by what does not depend on where input batches were
+    cut: a run through an outage necessarily reads the topic in other batches than a clean run,
+    and an incident's id (the signal that opened its group) and which members a full incident
+    (200) keeps depend on the order signals of closing windows meet event signals. Every other
+    table must be equal as it is."""
+    digest = store_digest(settings)
+    digest["incidents"] = query(settings, "SELECT pattern, severity, assets, root_cause_id, length(member_ids) "
+                                          "FROM incidents FINAL ORDER BY assets, root_cause_id")
+    return digest
+
+
 def stored_events(settings) -> int:
     try:
         return query(settings, "SELECT count() FROM events")[0][0]
@@ -228,7 +240,8 @@ def test_clickhouse_down_30s_mid_run_stalls_the_flow_and_loses_nothing(kafka_boo
     assert "Traceback" not in text
 
     # Nothing lost: equal to the clean run, table for table.
-    expected, got = store_digest(http_settings(reference.port)), store_digest(settings)
-    for name in expected:
-        assert same_store(got[name], expected[name]), (name, sorted(set(got[name]) ^ set(expected[name]), key=str)[:6])
+    expected, got = fault_digest(http_settings(reference.port)), fault_digest(settings)
+    differ = {name: sorted({repr(r) for r in got[name]} ^ {repr(r) for r in expected[name]})[:6]
+              for name in expected if not same_store(got[name], expected[name])}
+    assert not differ, differ
     assert expected["events"][0][0] > MESSAGES  # some messages carry several events
