@@ -14,7 +14,7 @@ from config.errors import HubError
 
 ENV_PREFIX = "HUB_"
 # (section, key) of every secret setting.
-SECRETS = (("clickhouse", "password"), ("kafka", "sasl_password"), ("kafka", "ssl_key_password"))
+SECRETS = (("clickhouse", "password"), ("kafka", "sasl_password"), ("kafka", "ssl_key_password"), ("serve", "api_keys"))
 # librdkafka properties that are secrets, refused in [kafka.client_config] of a file.
 SECRET_CLIENT_KEYS = ("sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret")
 

@@ -129,6 +129,9 @@ class ClickHouseSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Rollup tiers (5m..1mo) trail metrics_1m by at most this; they are whole at every checkpoint.
     rollup_refresh_s: PositiveFloat = 5.0
     connect_timeout_s: float = 10.0
+    # Embedded store: `hub run` serves it over ClickHouse's HTTP interface on 127.0.0.1 (address in
+    # DIR/.hub-live) so `hub query` and `hub serve` read it while the run writes it.
+    live: bool = True
 
     def __post_init__(self) -> None:
         # A password in the DSN would be shown by `config show` and was never sent: refuse it.
@@ -193,6 +196,35 @@ class MetricsEndpointSettings(msgspec.Struct, forbid_unknown_fields=True):
     stall_after_s: PositiveFloat = 120.0
 
 
+class ServeSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """`hub serve`: the HTTP API over the store (and, later, HTTP ingest)."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    # Store queries at once; a request that finds no free slot within query_timeout_s gets 429.
+    max_concurrent_queries: PositiveInt = 10
+    # ClickHouse max_execution_time of every API query; past it the answer is a 504 problem.
+    query_timeout_s: PositiveFloat = 5.0
+    default_page_size: PositiveInt = 100
+    max_page_size: PositiveInt = 1000
+    # Ingest (POST /v1/traces|metrics|logs, /api/v1/events): a body over this, before or after
+    # gzip, is refused (413); keep it within the broker's message.max.bytes for OTLP requests.
+    max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    max_batch_items: PositiveInt = 10_000
+    # An ingest request is answered once the broker acknowledged it, or 503 after this long.
+    delivery_timeout_s: PositiveFloat = 10.0
+    # Records produced but not yet acknowledged, over all requests; past it: 429 Retry-After.
+    max_in_flight: PositiveInt = 50_000
+    # GET /api/v1/stream (server-sent events): how often it looks for new anomalies and incident
+    # updates, the default heartbeat interval, and how far back it looks for rows stored late.
+    stream_poll_s: PositiveFloat = 1.0
+    stream_heartbeat_s: PositiveFloat = 15.0
+    stream_lookback_s: PositiveFloat = 900.0
+    # Secret: only from HUB_SERVE__API_KEYS, comma-separated keys or sha256:<hex> of keys. Required
+    # when host is not a loopback address.
+    api_keys: str = ""
+
+
 class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = msgspec.field(default_factory=ClickHouseSettings)
@@ -206,6 +238,7 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     models: ModelSettings = msgspec.field(default_factory=ModelSettings)
     budgets: list[Budget] = []
     alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
+    serve: ServeSettings = msgspec.field(default_factory=ServeSettings)
 
 
 def _read_file(path: Path) -> dict[str, Any]:

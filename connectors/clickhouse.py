@@ -1,7 +1,10 @@
 """ClickHouse access through clickhouse-connect, for the embedded engine and servers alike.
 
 `chdb://DIR` opens the in-process engine (one path per process), `http(s)://host:port` a
-server; everything above this module speaks the same clickhouse-connect Client API.
+server; everything above this module speaks the same clickhouse-connect Client API. A store that
+a running `hub run` serves live (connectors/live_store.py) is reached over HTTP: by that process
+itself as the writer, by readers (`connect(..., read_only=True)`) of other processes as a
+read-only user.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from clickhouse_connect.driver.client import Client
 
 from config.errors import HubError
 from config.settings import ClickHouseSettings
+from connectors import live_store
 from schemas.assets import ASSET_INFO_COLUMNS
 
 
@@ -36,12 +40,22 @@ def is_embedded(dsn: str) -> bool:
     return dsn.startswith("chdb://")
 
 
-def connect(settings: ClickHouseSettings) -> Client:
+def connect(settings: ClickHouseSettings, read_only: bool = False) -> Client:
+    """A client for the configured store. `read_only`: the caller only reads, so an embedded store
+    served live by another process is read over HTTP (as a user that cannot write) instead of
+    being refused as in use."""
     dsn = settings.dsn
     try:
         if is_embedded(dsn):
             path = chdb_path(dsn)
+            served = live_store.served_here(path)
+            live = served.address(writer=True) if served else live_store.find(path) if read_only else None
+            if live is not None:
+                return _connect_live(live, settings)
+            if live_store.engine_ended():
+                raise StoreError(f"this process served {path} live and has stopped it; it cannot open it again")
             Path(path).mkdir(parents=True, exist_ok=True)
+            live_store.mark_engine_used()
             client = _open_embedded(path)
             if settings.database != "default":
                 try:
@@ -78,9 +92,53 @@ def connect(settings: ClickHouseSettings) -> Client:
         raise
     except Exception as exc:  # clickhouse-connect raises several types for one cause
         if is_embedded(dsn) and _locked_by_other_process(chdb_path(dsn)):
-            raise StoreError(f"the embedded store {chdb_path(dsn)} is in use by another process (a running `hub run`?); "
-                             "stop it first, or serve the data over HTTP and use an http:// DSN") from None
+            raise StoreError(_in_use(chdb_path(dsn), read_only)) from None
         raise StoreError(f"cannot connect to ClickHouse at {redact(dsn)}: {first_line(exc)}") from None
+
+
+def read_only_settings(client: Client) -> dict[str, Any]:
+    """Query settings that keep a query from writing: {} when the session is read-only already
+    (a live store's reader, where ClickHouse refuses any change to `readonly`)."""
+    current = getattr(client, "server_settings", {}).get("readonly")
+    if current is not None and current.value != "0":
+        return {}
+    return {"readonly": 1}
+
+
+def serve_live(settings: ClickHouseSettings) -> live_store.LiveServer:
+    """Serve the embedded store of `settings` from this process (see connectors/live_store.py).
+
+    Must come before anything in this process opens chdb; a store held by another process is
+    refused with the same line connect() gives."""
+    path = chdb_path(settings.dsn)
+    if _locked_by_other_process(path):
+        raise StoreError(_in_use(path, read_only=False))
+    try:
+        return live_store.serve(path)
+    except live_store.LiveStoreError as exc:
+        raise StoreError(str(exc)) from None
+
+
+def _in_use(path: str, read_only: bool) -> str:
+    live = live_store.find(path)
+    if live is not None:  # a writer met a live store: say who holds it and what can read it
+        return (f"the embedded store {path} is being written by `hub run` (pid {live.pid}); it serves live "
+                f"reads only (hub query, hub serve): stop it before changing the store")
+    hint = ("; it does not serve live reads ([clickhouse] live = false, or a `hub run` of an older release)"
+            if read_only else "")
+    return (f"the embedded store {path} is in use by another process (a running `hub run`, `hub serve` or "
+            f"`hub query`?){hint}; "
+            "stop it first, or serve the data over HTTP and use an http:// DSN")
+
+
+def _connect_live(live: live_store.LiveAddress, settings: ClickHouseSettings) -> Client:
+    """HTTP client for a live store; the configured database is created by the writer only."""
+    args = live.client_args()
+    if settings.database != "default" and live.user == live_store.WRITER:
+        with closing(clickhouse_connect.get_client(connect_timeout=settings.connect_timeout_s, **args)) as admin:
+            admin.command(f"CREATE DATABASE IF NOT EXISTS `{settings.database}`")
+    return clickhouse_connect.get_client(database=settings.database, connect_timeout=settings.connect_timeout_s,
+                                         **args)
 
 
 def _open_embedded(path: str) -> Client:

@@ -1,4 +1,5 @@
-"""`hub`: run the pipeline, migrate and query the store, export schemas, show config, probe a running hub.
+"""`hub`: run the pipeline, migrate and query the store, serve the HTTP API, export schemas, show config,
+probe a running hub.
 
 Every failure an operator can cause (bad flag, bad config, unreachable Kafka/ClickHouse, bad
 SQL) ends as one line on stderr and a non-zero exit code, never a traceback.
@@ -157,6 +158,22 @@ def build_parser() -> Parser:
                                                         "without it the query runs with ClickHouse's readonly setting")
     q.set_defaults(func=cmd_query)
 
+    srv = sub.add_parser("serve", parents=[common], help="HTTP API over the store (OpenAPI at /docs)",
+                         description="Serve the HTTP API: metrics with percentiles, events, anomalies, incidents "
+                                     "with their graph; read-only. On an embedded store that a running `hub run` "
+                                     "serves live, reads go to that run. A host other than loopback needs API keys "
+                                     "(HUB_SERVE__API_KEYS). Settings: [serve] in the config.")
+    srv.add_argument("--host", help="address to listen on (overrides serve.host; default 127.0.0.1)")
+    srv.add_argument("--port", type=int, help="port (overrides serve.port; default 8080)")
+    srv.set_defaults(func=cmd_serve)
+
+    report = sub.add_parser("report", parents=[common], help="write a self-contained HTML report with plots",
+                            description="Write one HTML file (plotly.js inline, opens offline) with interactive plots: "
+                                        "latency p50/p95/p99 per model, error rate, tokens, cost per day per model "
+                                        "and team, anomalies marked on their series, incidents with their graph.")
+    report.add_argument("--html", required=True, metavar="FILE", help="where to write the report")
+    report.set_defaults(func=cmd_report)
+
     schema = sub.add_parser("schema", parents=[common], help="JSON Schemas of the accepted wire formats",
                             description="Work with the published schemas of the accepted wire formats.")
     ssub = schema.add_subparsers(dest="schema_command", required=True, parser_class=Parser, metavar="ACTION")
@@ -236,19 +253,36 @@ def cmd_reprice(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from connectors.clickhouse import connect
+    from connectors.clickhouse import connect, read_only_settings
 
     if bool(args.sql) == bool(args.report):
         raise HubError("give either SQL or --report NAME")
     cfg = config_from(args)
     sql = REPORTS[args.report] if args.report else args.sql
-    with closing(connect(cfg.clickhouse)) as client:
-        try:  # read-only unless --write: a query can't drop or change what the pipeline writes by accident
-            result = client.query(sql, settings=None if args.write else {"readonly": 1})
+    # Read-only unless --write: a query can't drop or change what the pipeline writes by accident.
+    with closing(connect(cfg.clickhouse, read_only=not args.write)) as client:
+        try:
+            result = client.query(sql, settings=None if args.write else read_only_settings(client))
         except Exception as exc:
             hint = "" if args.write or "readonly" not in str(exc).lower() else " (it changes the store: add --write to allow that)"
             raise HubError(f"ClickHouse rejected the query: {_first_line(exc)}{hint}") from None
     print_rows(list(result.column_names), result.result_rows, args.format)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.serve import serve
+
+    cfg = load_config(args.config, overrides={"kafka.bootstrap_servers": args.kafka, "clickhouse.dsn": args.clickhouse,
+                                              "serve.host": args.host, "serve.port": args.port})
+    return serve(cfg)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from flows.report import write_report
+
+    path = write_report(config_from(args), args.html)
+    print(f"hub report: wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
     return 0
 
 
@@ -303,6 +337,9 @@ def _first_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The `hub` program itself (no argv given) owns its process: `hub run` may turn the embedded
+    # engine into a live server, which can start once per process (flows/runner.py).
+    args.own_process = argv is None
     # clickhouse-connect logs its own copy of errors we already report in one line.
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -12,8 +12,8 @@ from bytewax.recovery import RecoveryConfig
 
 from config.errors import HubError
 from config.settings import HubConfig, kafka_client_config
-from connectors import health, shutdown, worker_metrics
-from connectors.clickhouse import connect
+from connectors import health, live_store, shutdown, worker_metrics
+from connectors.clickhouse import connect, is_embedded, serve_live
 from connectors.file_source import FileSource, SyntheticSource
 from connectors.kafka_source import check_broker
 from connectors.migrations import migrate
@@ -64,11 +64,28 @@ def run(args: argparse.Namespace, cfg: HubConfig) -> int:
         raise RunError("--events must be > 0")
     # First: a port in use fails in a moment, before migrations or input are touched.
     endpoint = _endpoint(cfg)
+    live = None
     try:
-        return _run(args, cfg, endpoint.health if endpoint else None)
+        live = _serve_live(args, cfg)
+        return _run(args, cfg, endpoint.health if endpoint else None, live)
     finally:
+        if live is not None:
+            live_store.stop_serving(live)
         if endpoint is not None:
             endpoint.close()
+
+
+def _serve_live(args: argparse.Namespace, cfg: HubConfig) -> live_store.LiveServer | None:
+    """Serve the embedded store for live reads while this run writes it ([clickhouse] live).
+
+    Only when this process is the `hub` program (args.own_process): the engine that serves can
+    start once per process, before any other chdb use, and never again after it stops, so a
+    library caller (the test suite runs many stores in one process) writes in-process instead.
+    One process of a cluster needs a ClickHouse server anyway."""
+    if not (cfg.clickhouse.live and is_embedded(cfg.clickhouse.dsn) and getattr(args, "own_process", False)
+            and args.process_id is None and live_store.can_serve()):
+        return None
+    return serve_live(cfg.clickhouse)
 
 
 def _endpoint(cfg: HubConfig) -> health.Endpoint | None:
@@ -80,7 +97,8 @@ def _endpoint(cfg: HubConfig) -> health.Endpoint | None:
     return health.Endpoint(cfg.metrics.host, cfg.metrics.port, status).start()
 
 
-def _run(args: argparse.Namespace, cfg: HubConfig, status: health.Health | None) -> int:
+def _run(args: argparse.Namespace, cfg: HubConfig, status: health.Health | None,
+         live: live_store.LiveServer | None = None) -> int:
     from bytewax.run import cli_main
     from bytewax.recovery import init_db_dir
 
@@ -106,6 +124,8 @@ def _run(args: argparse.Namespace, cfg: HubConfig, status: health.Health | None)
         recovery = RecoveryConfig(str(path), backup_interval=timedelta(seconds=backup) if backup else None)
     flow = build_flow(cfg, source, prices=prices)
     served = f"; metrics and health on {health.local_url(cfg.metrics.host, cfg.metrics.port)}" if status else ""
+    if live is not None:
+        served += f"; live reads on {live.url} (hub query / hub serve find it)"
     print(f"hub run: reading {label}; writing to {cfg.clickhouse.dsn}{served}", file=sys.stderr, flush=True)
     started = time.monotonic()
     addresses = args.addresses.split(";") if args.addresses else None

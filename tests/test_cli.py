@@ -13,7 +13,7 @@ import pytest
 from flows import cli
 from flows.cli import build_parser, main
 
-COMMANDS = [["run"], ["migrate"], ["query"], ["schema", "export"], ["config", "show"], ["config", "check"]]
+COMMANDS = [["run"], ["migrate"], ["query"], ["serve"], ["report"], ["schema", "export"], ["config", "show"], ["config", "check"]]
 
 
 def hub(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -195,7 +195,9 @@ def test_store_in_use_by_a_running_worker_is_named(tmp_path):
     from tests.helpers import HubProcess, wait_for
 
     store = tmp_path / "store"
-    worker = HubProcess(["--clickhouse", f"chdb://{store}"], {}, tmp_path / "run.log").start()
+    # Without live reads (tests/test_live.py covers them) the store is closed to other processes.
+    worker = HubProcess(["--clickhouse", f"chdb://{store}"], {"HUB_CLICKHOUSE__LIVE": "false"},
+                        tmp_path / "run.log").start()
     try:
         wait_for(lambda: _locked_by_other_process(str(store)), 60, "the worker to open its store")
         r = hub("query", "--clickhouse", f"chdb://{store}", "SELECT 1")
@@ -203,5 +205,6 @@ def test_store_in_use_by_a_running_worker_is_named(tmp_path):
         # one line: the engine's own multi-line lock error is held back
         assert r.stderr.strip().splitlines() == [r.stderr.strip()]
         assert r.stderr.startswith(f"hub query: error: the embedded store {store} is in use")
+        assert "does not serve live reads" in r.stderr
     finally:
         worker.stop()

