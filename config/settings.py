@@ -23,6 +23,7 @@ from config.cost import CostSettings, ModelSettings, load_prices
 from config.detection import DetectionSettings
 from config.errors import HubError
 from config.normalization import NormalizationSettings
+from config.secrets import SECRETS, SecretError, check_no_file_secrets, is_secret_variable, read_secrets
 from schemas.vocabulary import SOURCES
 
 DEFAULT_CONFIG = Path(__file__).with_name("hub.toml")
@@ -40,6 +41,13 @@ Dsn = Annotated[str, Meta(pattern="^(chdb|https?)://")]
 
 class ConfigError(HubError):
     """A configuration problem, worded as one line for the operator."""
+
+
+def _check_files(**paths: str) -> None:
+    """TLS files are named in config and read by the clients later: say which one is missing now."""
+    for key, path in paths.items():
+        if path and not Path(path).is_file():
+            raise ValueError(f"{key}: no such file {path}")
 
 
 class Topics(msgspec.Struct, forbid_unknown_fields=True):
@@ -68,21 +76,54 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
     bootstrap_servers: str = ""
     group_id: str = "llm-analytics-hub"
     topics: Topics = msgspec.field(default_factory=Topics)
-    # librdkafka properties passed through as-is (security.protocol, sasl.mechanism, ssl.*).
+    # librdkafka properties passed through as-is; they win over the typed settings below.
     client_config: dict[str, str] = {}
-    # Secret: only from HUB_KAFKA__SASL_PASSWORD.
+    # Credentials and TLS, for the source, the topic sinks and admin calls alike (README,
+    # "Credentials and TLS"). Empty: librdkafka's default (PLAINTEXT).
+    security_protocol: Literal["", "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = ""
+    sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    sasl_username: str = ""
+    # Secret: only from HUB_KAFKA__SASL_PASSWORD or the file HUB_KAFKA__SASL_PASSWORD_FILE names.
     sasl_password: str = ""
+    ssl_ca_file: str = ""  # PEM CA bundle that signed the broker's certificate (default: the system's)
+    ssl_cert_file: str = ""  # client certificate (PEM), for brokers that require one
+    ssl_key_file: str = ""  # its private key (PEM)
+    # Secret: the key's passphrase, only from HUB_KAFKA__SSL_KEY_PASSWORD(_FILE).
+    ssl_key_password: str = ""
+    # False: do not check the broker's certificate or host name (test setups only).
+    ssl_verify: bool = True
     batch_size: PositiveInt = 2000
     starting_offset: Literal["earliest", "latest"] = "earliest"
     connect_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        protocol = self.protocol()
+        # (A password alone may be in every environment's secrets; a mechanism or user name says SASL is meant.)
+        if protocol not in ("SASL_PLAINTEXT", "SASL_SSL") and (self.sasl_mechanism or self.sasl_username):
+            raise ValueError(f"security_protocol: SASL settings need SASL_PLAINTEXT or SASL_SSL, got {protocol}")
+        if protocol not in ("SSL", "SASL_SSL") and (self.ssl_ca_file or self.ssl_cert_file or self.ssl_key_file):
+            raise ValueError(f"security_protocol: ssl_*_file settings need SSL or SASL_SSL, got {protocol}")
+        if bool(self.ssl_cert_file) != bool(self.ssl_key_file):
+            raise ValueError("ssl_cert_file and ssl_key_file go together")
+        _check_files(ssl_ca_file=self.ssl_ca_file, ssl_cert_file=self.ssl_cert_file, ssl_key_file=self.ssl_key_file)
+
+    def protocol(self) -> str:
+        """The security protocol in force (client_config's security.protocol wins)."""
+        return (self.client_config.get("security.protocol") or self.security_protocol or "PLAINTEXT").upper()
 
 
 class ClickHouseSettings(msgspec.Struct, forbid_unknown_fields=True):
     dsn: Dsn = "chdb://.hub/store"
     database: str = "default"
     username: str = "default"
-    # Secret: only from HUB_CLICKHOUSE__PASSWORD.
+    # Secret: only from HUB_CLICKHOUSE__PASSWORD or the file HUB_CLICKHOUSE__PASSWORD_FILE names.
     password: str = ""
+    # TLS, for https:// DSNs: check the server's certificate (against ca_file, else the system's
+    # CAs); cert_file + key_file: a client certificate for servers (or proxies) that require one.
+    verify: bool = True
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
     insert_batch_rows: PositiveInt = 10_000
     insert_max_delay_s: float = 1.0
     # Rollup tiers (5m..1mo) trail metrics_1m by at most this; they are whole at every checkpoint.
@@ -97,6 +138,11 @@ class ClickHouseSettings(msgspec.Struct, forbid_unknown_fields=True):
         if urlparse(self.dsn).password is not None:
             raise ValueError("a DSN must not carry a password (it would be shown and stored); set "
                              "HUB_CLICKHOUSE__PASSWORD instead")
+        if not self.dsn.startswith("https://") and (self.ca_file or self.cert_file or self.key_file or not self.verify):
+            raise ValueError("verify, ca_file, cert_file and key_file are TLS settings: they need an https:// DSN")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together")
+        _check_files(ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file)
 
 
 class WindowSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -195,11 +241,6 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     serve: ServeSettings = msgspec.field(default_factory=ServeSettings)
 
 
-# (section, key) pairs that may only come from the environment.
-SECRETS = {("kafka", "sasl_password"), ("clickhouse", "password"), ("serve", "api_keys")}
-SECRET_CLIENT_KEYS = ("sasl.password", "ssl.key.password", "ssl.keystore.password")
-
-
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -209,23 +250,6 @@ def _read_file(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-
-
-def _check_no_file_secrets(data: dict[str, Any], path: Path) -> None:
-    for section, key in SECRETS:
-        if key in (data.get(section) or {}):
-            env = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
-            raise ConfigError(f"{section}.{key} in {path}: secrets are read only from the environment ({env})")
-    client = (data.get("kafka") or {}).get("client_config") or {}
-    for key in SECRET_CLIENT_KEYS:
-        if key in client:
-            raise ConfigError(
-                f"kafka.client_config.{key} in {path}: secrets are read only from the environment "
-                f"({ENV_PREFIX}KAFKA__SASL_PASSWORD, or HUB_KAFKA__CLIENT_CONFIG__{key.replace('.', '_').upper()})"
-            )
-    for where in literal_urls(data):
-        raise ConfigError(f"{where} in {path}: webhook URLs carry tokens and are read only from the environment; "
-                          "name the variable that holds it with url_env")
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -238,7 +262,7 @@ def _parse_env_value(raw: str) -> Any:
 
 def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name or name == "HUB_CONFIG":
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name == "HUB_CONFIG" or is_secret_variable(name):
             continue
         path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
         if path[:2] == ["kafka", "client_config"] and len(path) == 3:
@@ -246,7 +270,7 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
             path[2] = path[2].replace("_", ".")
             value: Any = raw
         else:
-            value = raw if tuple(path) in SECRETS else _parse_env_value(raw)
+            value = _parse_env_value(raw)
         node = data
         for part in path[:-1]:
             child = node.setdefault(part, {})
@@ -304,8 +328,17 @@ def load_config(
         path = environ["HUB_CONFIG"]
     file = Path(path) if path is not None else DEFAULT_CONFIG
     data = _read_file(file)
-    _check_no_file_secrets(data, file)
+    try:
+        check_no_file_secrets(data, file)
+        secrets = read_secrets(environ)
+    except SecretError as exc:
+        raise ConfigError(str(exc)) from None
+    for where in literal_urls(data):
+        raise ConfigError(f"{where} in {file}: webhook URLs carry tokens and are read only from the environment; "
+                          "name the variable that holds it with url_env")
     _apply_env(data, environ)
+    for (section, key), value in secrets.items():
+        data.setdefault(section, {})[key] = value
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_path(data, dotted, value)
@@ -373,8 +406,18 @@ def to_toml(cfg: HubConfig) -> str:
 
 
 def kafka_client_config(cfg: HubConfig) -> dict[str, str]:
-    """librdkafka settings for any producer/consumer/admin, secrets added from the environment."""
-    conf = {"bootstrap.servers": cfg.kafka.bootstrap_servers, **cfg.kafka.client_config}
-    if cfg.kafka.sasl_password:
-        conf["sasl.password"] = cfg.kafka.sasl_password
+    """librdkafka settings for any producer/consumer/admin: the typed security settings, then
+    client_config (which wins), then the secrets from the environment."""
+    k = cfg.kafka
+    typed = {"security.protocol": k.security_protocol, "sasl.mechanism": k.sasl_mechanism,
+             "sasl.username": k.sasl_username, "ssl.ca.location": k.ssl_ca_file,
+             "ssl.certificate.location": k.ssl_cert_file, "ssl.key.location": k.ssl_key_file}
+    conf = {"bootstrap.servers": k.bootstrap_servers, **{key: v for key, v in typed.items() if v}}
+    if not k.ssl_verify:
+        conf.update({"enable.ssl.certificate.verification": "false", "ssl.endpoint.identification.algorithm": "none"})
+    conf.update(k.client_config)
+    if k.sasl_password:
+        conf["sasl.password"] = k.sasl_password
+    if k.ssl_key_password:
+        conf["ssl.key.password"] = k.ssl_key_password
     return conf

@@ -77,6 +77,12 @@ def connect(settings: ClickHouseSettings, read_only: bool = False) -> Client:
             password=settings.password,
             connect_timeout=settings.connect_timeout_s,
         )
+        if url.scheme == "https":
+            server.update(verify=settings.verify, ca_cert=settings.ca_file or None, client_cert=settings.cert_file or None,
+                          client_cert_key=settings.key_file or None,
+                          # a client certificate with a password: TLS plus password login ("strict");
+                          # without one the server logs the user in by the certificate ("mutual").
+                          tls_mode="strict" if settings.cert_file and settings.password else None)
         if settings.database != "default":
             # A fresh server has only `default`: create the configured database on first use.
             with closing(clickhouse_connect.get_client(**server)) as admin:
@@ -180,6 +186,11 @@ def redact(dsn: str) -> str:
 def first_line(exc: BaseException) -> str:
     """The useful part of a driver error: urllib3 buries `[Errno 111] Connection refused` deep inside."""
     text = str(exc).strip() or type(exc).__name__
+    tls = re.search(r"\[SSL: [A-Z_]+\][^\"'()]*", text)
+    if tls:
+        return f"TLS: {tls.group(0).strip()}"
+    if "SSLEOFError" in text or "SSLZeroReturnError" in text:
+        return "the server ended the TLS handshake (does it require a client certificate? clickhouse.cert_file)"
     errno = re.search(r"\[Errno -?\d+\] ([^\"'()]+)", text)
     if errno:
         return errno.group(1).strip()

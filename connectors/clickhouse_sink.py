@@ -9,8 +9,8 @@ replay) are skipped. The rollup windows those 1-minute rows fall in are recomput
 tiers below (connectors/rollups.py) every rollup_refresh_s and before every checkpoint, replayed
 windows included, so a crash between the two never leaves a tier short. `snapshot()` blocks until
 everything handed over is durable, so a Bytewax snapshot never claims offsets whose results are
-still in memory. A ClickHouse outage stalls the
-writer (retrying with backoff) and, through the bounded queue, the flow: nothing is dropped.
+still in memory. A ClickHouse outage stalls the writer (retrying with backoff) and, through the
+bounded backlog of rows handed over, the flow: nothing is dropped and memory stays bounded.
 """
 from __future__ import annotations
 
@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from clickhouse_connect.driver.exceptions import OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from msgspec.structs import astuple, replace
+from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from config.settings import HubConfig
 from connectors import rollups
 from connectors import worker_metrics as telemetry
-from connectors.clickhouse import connect, first_line, insert_new_windows
+from connectors.clickhouse import StoreError, connect, first_line, insert_new_windows
 from schemas.alerts import ALERT_COLUMNS, BUDGET_COLUMNS, alert_row, budget_row
 from schemas.assets import ASSET_COLUMNS, ASSET_EVENT_COLUMNS, asset_row
 from schemas.feeds import COMPLIANCE_COLUMNS, compliance_row
@@ -57,7 +59,22 @@ ROW_TABLES = {"dead_letters": DEAD_LETTER_COLUMNS, "skipped_inputs": SKIPPED_COL
               "alerts": list(ALERT_COLUMNS), "budget_status": list(BUDGET_COLUMNS),
               "assets": list(ASSET_COLUMNS), "asset_events": list(ASSET_EVENT_COLUMNS),
               "compliance_reports": list(COMPLIANCE_COLUMNS)}
-MAX_BACKOFF_S = 10.0
+# Rows handed to the writer and not yet inserted, at most this many inserts' worth: one being
+# inserted while the flow fills the next. While an insert blocks (an outage) the flow stalls
+# at this bound, so memory stays bounded (rows, not flow batches: a batch holds one Kafka
+# consume per partition, so their size varies).
+BACKLOG_INSERTS = 3
+# Backoff between insert attempts: 0.2 s doubling to a cap of MAX_BACKOFF_S, plus up to 0.5 s of
+# jitter (many workers do not reconnect in lockstep). The cap bounds how long after a server
+# comes back the writer notices.
+MAX_BACKOFF_S = 5.0
+BACKOFF = wait_exponential_jitter(multiplier=0.2, max=MAX_BACKOFF_S, jitter=0.5)
+# Other errors: this many attempts in all, then the flow fails loudly rather than lose rows.
+OTHER_ATTEMPTS = 3
+# ClickHouse error codes that clear by themselves: TIMEOUT_EXCEEDED, TOO_MANY_SIMULTANEOUS_QUERIES,
+# SOCKET_TIMEOUT, NETWORK_ERROR, ABORTED, TABLE_IS_READ_ONLY, TOO_MANY_PARTS, UNKNOWN_STATUS_OF_INSERT,
+# QUERY_WAS_CANCELLED (at shutdown), KEEPER_EXCEPTION.
+TRANSIENT_CODES = frozenset({159, 202, 209, 210, 236, 242, 252, 319, 394, 999})
 
 
 def event_table(columns: list[list]) -> pa.Table:
@@ -118,12 +135,49 @@ class _Buffers:
         return self.size() == 0
 
 
+def _rows(item: list[tuple[Any, pa.Table | None]]) -> int:
+    """Rows one handed-over flow batch adds to the writer's buffers, about (what the backlog
+    counts): its events plus every list its outputs carry, whatever their type."""
+    n = 0
+    for out, events in item:
+        n += events.num_rows if events is not None else 0
+        n += sum(len(v) for v in astuple(out) if isinstance(v, list))
+    return n
+
+
+class _Backlog:
+    """Rows handed to the writer and not yet inserted; the flow thread waits while there are too
+    many, which is how an outage becomes backpressure (Kafka is not read) instead of memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.rows = 0
+        self.cond = threading.Condition()
+
+    def acquire(self, rows: int, check: Callable[[], None]) -> None:
+        """Wait for room (any batch fits into an empty backlog); `check` raises if the writer died."""
+        with self.cond:
+            while self.rows and self.rows + rows > self.limit:
+                check()
+                self.cond.wait(0.5)
+            self.rows += rows
+
+    def release(self, rows: int) -> None:
+        with self.cond:
+            self.rows -= rows
+            self.cond.notify_all()
+
+
 class _Writer(StatefulSinkPartition[Any, None]):
-    def __init__(self, cfg: HubConfig) -> None:
+    def __init__(self, cfg: HubConfig, name: str = "clickhouse-0") -> None:
         self.cfg = cfg
         self.client = connect(cfg.clickhouse)
-        self.queue: queue.Queue = queue.Queue(maxsize=64)
+        self.queue: queue.Queue = queue.Queue()
+        self.backlog = _Backlog(BACKLOG_INSERTS * cfg.clickhouse.insert_batch_rows)
+        telemetry.CLICKHOUSE_QUEUE_DEPTH.labels(writer=name).set_function(self.queue.qsize)
+        telemetry.CLICKHOUSE_BACKLOG_ROWS.labels(writer=name).set_function(lambda: self.backlog.rows)
         self.failure: BaseException | None = None
+        self.unavailable_since: float | None = None  # set while the store is unreachable
         # 1-minute windows written (or found already written) whose rollups are not recomputed yet.
         self.dirty: set[int] = set()
         self.dirty_since = 0.0
@@ -133,9 +187,11 @@ class _Writer(StatefulSinkPartition[Any, None]):
     # -- flow side -------------------------------------------------------------------------
     def write_batch(self, values: list[ShardOutput | DetectionOutput | AlertOutput]) -> None:
         self._raise_failure()
-        self.queue.put([(out, event_table(out.event_columns)
-                         if isinstance(out, ShardOutput) and out.event_columns is not None else None)
-                        for out in values])
+        # Events travel only as Arrow: the column lists would double what a waiting batch holds.
+        item = [(replace(out, event_columns=None), event_table(out.event_columns))
+                if isinstance(out, ShardOutput) and out.event_columns is not None else (out, None) for out in values]
+        self.backlog.acquire(_rows(item), self._raise_failure)
+        self.queue.put(item)
 
     def snapshot(self) -> None:
         self.flush()
@@ -149,18 +205,22 @@ class _Writer(StatefulSinkPartition[Any, None]):
         self._raise_failure()
 
     def close(self) -> None:
-        self.flush()
+        # After a failure (already raised to Bytewax, which is unwinding and closes the sink on
+        # the way) raising again would abort the process mid-cleanup: just let the thread go.
+        if self.failure is None:
+            self.flush()
         self.queue.put(None)
         self.thread.join(timeout=60)
         self.client.close()
 
     def _raise_failure(self) -> None:
         if self.failure is not None:
-            raise RuntimeError(f"ClickHouse writer failed: {first_line(self.failure)}") from self.failure
+            raise StoreError(f"ClickHouse writer failed: {first_line(self.failure)}") from self.failure
 
     # -- writer thread ---------------------------------------------------------------------
     def _run(self) -> None:
         buf = _Buffers()
+        buffered = 0  # backlog rows in buf, released once inserted
         limit, delay = self.cfg.clickhouse.insert_batch_rows, self.cfg.clickhouse.insert_max_delay_s
         try:
             while True:
@@ -173,13 +233,16 @@ class _Writer(StatefulSinkPartition[Any, None]):
                 barrier = item if isinstance(item, threading.Event) else None
                 for out, events in item if barrier is None else ():
                     buf.add(out, events)
+                buffered += _rows(item) if barrier is None else 0
                 due = buf.since and time.monotonic() - buf.since >= delay
                 if barrier is not None or buf.size() >= limit or (due and not buf.empty()):
                     self._insert(buf)
                     buf = _Buffers()
+                    self.backlog.release(buffered)
+                    buffered = 0
                 stale = self.dirty and time.monotonic() - self.dirty_since >= self.cfg.clickhouse.rollup_refresh_s
                 if self.dirty and (barrier is not None or stale):
-                    self._retry(lambda: rollups.refresh(self.client, self.dirty))
+                    self._retry(lambda: rollups.refresh(self.client, self.dirty)[0], "rollups")
                     self.dirty = set()
                 if barrier is not None:
                     barrier.set()
@@ -189,13 +252,13 @@ class _Writer(StatefulSinkPartition[Any, None]):
     def _insert(self, buf: _Buffers) -> None:
         if buf.event_rows:
             events = pa.concat_tables(buf.events)
-            self._retry(lambda: self.client.insert_arrow("events", events))
+            self._retry(lambda: self.client.insert_arrow("events", events), "events", events.num_rows)
         for table, columns in ROW_TABLES.items():
             rows = buf.rows[table]
             if rows:
-                self._retry(lambda t=table, r=rows, c=columns: self.client.insert(t, r, column_names=c))
+                self._retry(lambda t=table, r=rows, c=columns: self.client.insert(t, r, column_names=c), table, len(rows))
         if buf.windows:
-            self._retry(lambda: insert_new_windows(self.client, buf.windows))
+            self._retry(lambda: insert_new_windows(self.client, buf.windows), "metrics_1m")
             if not self.dirty:
                 self.dirty_since = time.monotonic()
             self.dirty.update(r[4] for r in buf.windows)
@@ -203,27 +266,67 @@ class _Writer(StatefulSinkPartition[Any, None]):
         for stamps in buf.produced:
             telemetry.LATENCY_SAMPLE.record(stamps, done_ms)
 
-    def _retry(self, action: Callable[[], Any]) -> None:
-        """Connection failures: retry until the server is back (an outage drops nothing).
-        Anything else: 3 attempts, then fail the flow loudly rather than lose rows."""
-        delay, attempts, warned = 0.2, 0, False
-        while True:
+    def _retry(self, action: Callable[[], Any], table: str, rows: int | None = None) -> Any:
+        """Run one insert (or the window check + insert) until it succeeds.
+
+        Store unavailable (connection refused or lost, server shutting down or overloaded):
+        retry with capped, jittered exponential backoff until it is back, since dropping rows
+        or failing would lose data or force a replay. Anything else (a bad row, a missing
+        table) will not fix itself: OTHER_ATTEMPTS tries, then the error fails the flow.
+        While this blocks, the bounded queue stalls the flow, so an outage costs no memory.
+        `rows`: rows in the insert; None = the action returns how many it inserted.
+        """
+        failures = 0
+
+        def attempt() -> Any:
+            started = time.perf_counter()
             try:
-                action()
-                if warned:
-                    print("hub: ClickHouse is reachable again; writing resumed", file=sys.stderr, flush=True)
-                return
-            except OperationalError as exc:
-                if not warned:
-                    print(f"hub: ClickHouse unavailable ({first_line(exc)}); retrying", file=sys.stderr, flush=True)
-                    warned = True
-            except Exception:
-                attempts += 1
-                if attempts >= 3:
-                    raise
+                result = action()
+            except Exception as exc:
+                telemetry.CLICKHOUSE_INSERT_ERRORS.labels(table=table, kind=_error_kind(exc)).inc()
+                raise
+            telemetry.CLICKHOUSE_INSERT_SECONDS.labels(table=table).observe(time.perf_counter() - started)
+            return result
+
+        def give_up(state: RetryCallState) -> bool:
+            nonlocal failures
+            if store_unavailable(state.outcome.exception()):
+                return False
+            failures += 1
+            return failures >= OTHER_ATTEMPTS
+
+        def before_sleep(state: RetryCallState) -> None:
             telemetry.STORE_RETRIES.inc()
-            time.sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF_S)
+            telemetry.CLICKHOUSE_INSERT_RETRIES.labels(table=table).inc()
+            exc = state.outcome.exception()
+            if store_unavailable(exc) and self.unavailable_since is None:
+                self.unavailable_since = time.monotonic()
+                telemetry.CLICKHOUSE_AVAILABLE.set(0)
+                print(f"hub: ClickHouse unavailable ({first_line(exc)}); retrying with backoff (up to "
+                      f"{MAX_BACKOFF_S:g}s apart), the flow waits and nothing is dropped", file=sys.stderr, flush=True)
+
+        result = Retrying(stop=give_up, wait=BACKOFF, before_sleep=before_sleep, reraise=True)(attempt)
+        if self.unavailable_since is not None:
+            print(f"hub: ClickHouse is reachable again after {time.monotonic() - self.unavailable_since:.1f}s; "
+                  "writing resumed", file=sys.stderr, flush=True)
+            self.unavailable_since = None
+            telemetry.CLICKHOUSE_AVAILABLE.set(1)
+        telemetry.CLICKHOUSE_INSERT_BATCHES.labels(table=table).inc()
+        telemetry.CLICKHOUSE_INSERT_ROWS.labels(table=table).inc(result if rows is None else rows)
+        return result
+
+
+def store_unavailable(exc: BaseException | None) -> bool:
+    """True for failures that end when the server is back: transport errors (clickhouse-connect
+    raises OperationalError for refused or dropped connections) and server errors that mean
+    'not now' (shutting down, overloaded, too many parts)."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DatabaseError) and getattr(exc, "code", None) in TRANSIENT_CODES
+
+
+def _error_kind(exc: BaseException) -> str:
+    return "unavailable" if store_unavailable(exc) else "other"
 
 
 class ClickHouseSink(FixedPartitionedSink[Any, None]):
@@ -235,4 +338,4 @@ class ClickHouseSink(FixedPartitionedSink[Any, None]):
         return [f"clickhouse-{i}" for i in range(self.writers)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Writer:
-        return _Writer(self.cfg)
+        return _Writer(self.cfg, for_part)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -191,10 +192,11 @@ def store_check(settings: ClickHouseSettings, timeout_s: float = CHECK_TIMEOUT_S
         return lambda: None
     parts = urlparse(settings.dsn)
     base = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    context = tls_context(settings) if parts.scheme == "https" else None
 
     def check() -> str | None:
         try:
-            with urllib.request.urlopen(base + "/ping", timeout=timeout_s) as resp:
+            with urllib.request.urlopen(base + "/ping", timeout=timeout_s, context=context) as resp:
                 resp.read(64)
         except urllib.error.HTTPError as exc:
             return f"ClickHouse at {base} answered HTTP {exc.code} to /ping"
@@ -203,6 +205,17 @@ def store_check(settings: ClickHouseSettings, timeout_s: float = CHECK_TIMEOUT_S
         return None
 
     return check
+
+
+def tls_context(settings: ClickHouseSettings) -> ssl.SSLContext:
+    """The TLS settings the store's client uses (CA file, verify, client certificate), for /ping."""
+    context = ssl.create_default_context(cafile=settings.ca_file or None)
+    if not settings.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if settings.cert_file:
+        context.load_cert_chain(settings.cert_file, settings.key_file or None)
+    return context
 
 
 def kafka_check(conf: dict[str, str], timeout_s: float = CHECK_TIMEOUT_S) -> Check:

@@ -16,14 +16,15 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Message, Producer
 
 from connectors import worker_metrics
+from connectors.kafka_health import client_config
 
 # (key, value): the key keeps one series' or one source's records in order on one partition.
 Record = tuple[bytes | None, bytes]
 
 
 class _TopicWriter(StatelessSinkPartition[list[Record]]):
-    def __init__(self, conf: dict[str, str], topic: str) -> None:
-        self.producer = Producer(conf)
+    def __init__(self, conf: dict[str, Any], topic: str) -> None:
+        self.producer = Producer(client_config(conf))
         self.topic = topic
         self.reported: set[str] = set()
 

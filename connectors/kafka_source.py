@@ -8,8 +8,10 @@ in the usual Kafka tools.
 """
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
@@ -17,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from config.errors import HubError
 from connectors import shutdown, worker_metrics
+from connectors.kafka_health import client_config
 from schemas.items import RawBatch
 from schemas.raw import RawMessage
 
@@ -31,19 +34,30 @@ class KafkaUnavailable(HubError):
 
 def check_broker(conf: dict[str, str], timeout_s: float) -> dict[str, int]:
     """Fail fast with a clear error instead of hanging on an unreachable broker. Returns topic -> partitions."""
-    # log_level 0: the failure is reported once below, not as librdkafka's per-retry lines.
-    admin = AdminClient({**{k: v for k, v in conf.items() if k != "group.id"}, "log_level": "0"})
+    # log_level 0: the failure is reported once below, not as librdkafka's per-retry lines; the
+    # client's own errors name the cause (refused, TLS, SASL) where list_topics says "transport failure".
+    errors: list[KafkaError] = []
+    admin = AdminClient({**{k: v for k, v in conf.items() if k != "group.id"}, "log_level": "0", "error_cb": errors.append})
     try:
         meta = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise KafkaUnavailable(
-            f"Kafka at {conf.get('bootstrap.servers')} did not answer within {timeout_s:g}s: {exc.args[0].str() if exc.args else exc}"
-        ) from None
+        admin.poll(0)  # serves the error callbacks
+        raise KafkaUnavailable(f"Kafka at {conf.get('bootstrap.servers')} did not answer within {timeout_s:g}s: "
+                               f"{_cause(errors) or (exc.args[0].str() if exc.args else exc)}") from None
     return {name: len(t.partitions) for name, t in meta.topics.items() if not t.error}
 
 
+def _cause(errors: list[KafkaError]) -> str:
+    """The most telling client error, without the broker-address prefix and the timing suffix."""
+    generic = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)
+    for err in sorted(errors, key=lambda e: e.code() in generic):
+        if err.code() != KafkaError._ALL_BROKERS_DOWN:
+            return re.sub(r"^\S+/(?:bootstrap|\d+): | \(after \d+ms in state \w+\)$", "", err.str())
+    return ""
+
+
 class _PartitionReader(StatefulSourcePartition[RawBatch, int]):
-    def __init__(self, conf: dict[str, str], topic: str, partition: int, resume: int | None,
+    def __init__(self, conf: dict[str, Any], topic: str, partition: int, resume: int | None,
                  batch_size: int, starting_offset: str, stop_at_end: bool) -> None:
         self.topic, self.partition = topic, partition
         self.shard = f"{topic}:{partition}"
@@ -161,5 +175,5 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _PartitionReader:
         topic, _, partition = for_part.rpartition("#")
-        return _PartitionReader(self.conf, topic, int(partition), resume_state, self.batch_size,
+        return _PartitionReader(client_config(self.conf), topic, int(partition), resume_state, self.batch_size,
                                 self.starting_offset, self.stop_at_end)

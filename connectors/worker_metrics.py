@@ -44,6 +44,32 @@ E2E_LATENCY = Histogram("hub_end_to_end_latency_seconds", "Kafka produce time to
 LAST_BATCH = Gauge("hub_last_batch_timestamp_seconds", "When the flow last took a batch (input or an idle tick): "
                    "a flow that stops moving shows here and in /healthz")
 
+# -- Faults: ClickHouse writer (connectors/clickhouse_sink.py), Kafka availability ---------------
+# Per table: what was written, how long each successful insert took, what failed and was retried
+# (kind: `unavailable` = retried until the store is back, `other` = a few attempts, then the flow
+# fails; hub_store_retries_total above counts the retries of all tables), and what waits for the
+# writer: flow batches queued, rows not yet inserted (at the backlog's bound the flow stalls).
+CLICKHOUSE_INSERT_ROWS = Counter("hub_clickhouse_insert_rows_total", "Rows inserted into ClickHouse", ["table"])
+CLICKHOUSE_INSERT_BATCHES = Counter("hub_clickhouse_insert_batches_total", "Insert statements that succeeded", ["table"])
+CLICKHOUSE_INSERT_SECONDS = Histogram("hub_clickhouse_insert_duration_seconds", "Duration of one successful insert",
+                                      ["table"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+CLICKHOUSE_INSERT_ERRORS = Counter("hub_clickhouse_insert_errors_total", "Insert attempts that failed", ["table", "kind"])
+CLICKHOUSE_INSERT_RETRIES = Counter("hub_clickhouse_insert_retries_total", "Insert attempts retried after a failure",
+                                    ["table"])
+CLICKHOUSE_QUEUE_DEPTH = Gauge("hub_clickhouse_writer_queue_depth", "Flow batches waiting for the ClickHouse writer",
+                               ["writer"])
+CLICKHOUSE_BACKLOG_ROWS = Gauge("hub_clickhouse_writer_backlog_rows",
+                                "Rows handed to the ClickHouse writer, not yet inserted (the flow waits at the bound)",
+                                ["writer"])
+CLICKHOUSE_AVAILABLE = Gauge("hub_clickhouse_available", "0 while the writer cannot reach ClickHouse, else 1")
+CLICKHOUSE_AVAILABLE.set(1)
+# Kafka clients (connectors/kafka_health.py): errors librdkafka reports per client (it retries
+# connections itself), and whether the broker is reachable.
+KAFKA_CLIENT_ERRORS = Counter("hub_kafka_client_errors_total", "Client-level Kafka errors (connection, authentication, TLS)",
+                              ["code"])
+KAFKA_AVAILABLE = Gauge("hub_kafka_available", "0 while the Kafka broker cannot be reached, else 1")
+KAFKA_AVAILABLE.set(1)
+
 
 class _Watermarks(Collector):
     """hub_watermark_lag_seconds{shard}: wall clock minus the shard's watermark (its largest event

@@ -154,6 +154,8 @@ def build_parser() -> Parser:
     q.add_argument("--report", choices=sorted(REPORTS), help="canned report: latency (p50/p95/p99 per model per hour), "
                                                              "cost (per model per day), errors (error rate per model)")
     q.add_argument("--format", choices=["table", "jsonl", "csv"], default="table", help="output format (default table)")
+    q.add_argument("--write", action="store_true", help="allow statements that change the store (INSERT, ALTER, DROP, ...); "
+                                                        "without it the query runs with ClickHouse's readonly setting")
     q.set_defaults(func=cmd_query)
 
     srv = sub.add_parser("serve", parents=[common], help="HTTP API over the store (OpenAPI at /docs)",
@@ -257,11 +259,13 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise HubError("give either SQL or --report NAME")
     cfg = config_from(args)
     sql = REPORTS[args.report] if args.report else args.sql
-    with closing(connect(cfg.clickhouse, read_only=True)) as client:
-        try:  # read-only: a query can't drop or change what the pipeline writes
-            result = client.query(sql, settings=read_only_settings(client))
+    # Read-only unless --write: a query can't drop or change what the pipeline writes by accident.
+    with closing(connect(cfg.clickhouse, read_only=not args.write)) as client:
+        try:
+            result = client.query(sql, settings=None if args.write else read_only_settings(client))
         except Exception as exc:
-            raise HubError(f"ClickHouse rejected the query: {_first_line(exc)}") from None
+            hint = "" if args.write or "readonly" not in str(exc).lower() else " (it changes the store: add --write to allow that)"
+            raise HubError(f"ClickHouse rejected the query: {_first_line(exc)}{hint}") from None
     print_rows(list(result.column_names), result.result_rows, args.format)
     return 0
 

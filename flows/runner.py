@@ -131,8 +131,14 @@ def _run(args: argparse.Namespace, cfg: HubConfig, status: health.Health | None,
     addresses = args.addresses.split(";") if args.addresses else None
     shutdown.install()
     with worker_metrics.Progress():
-        cli_main(flow, workers_per_process=args.workers, process_id=args.process_id, addresses=addresses,
-                 epoch_interval=epoch(cfg), recovery_config=recovery)
+        try:
+            cli_main(flow, workers_per_process=args.workers, process_id=args.process_id, addresses=addresses,
+                     epoch_interval=epoch(cfg), recovery_config=recovery)
+        except Exception as exc:  # Bytewax wraps what a step or sink raised: report that one line
+            error = _operator_error(exc)
+            if error is None:
+                raise
+            raise error from None
     elapsed = time.monotonic() - started
     events = worker_metrics.total(worker_metrics.EVENTS)
     print(f"hub run: done in {elapsed:.1f}s: {events:,.0f} events ({events / max(elapsed, 1e-9):,.0f}/s), "
@@ -143,6 +149,16 @@ def _run(args: argparse.Namespace, cfg: HubConfig, status: health.Health | None,
     if args.process_id in (None, 0):
         _summary(cfg)
     return 0
+
+
+def _operator_error(exc: BaseException) -> HubError | None:
+    """The HubError (e.g. the ClickHouse writer's) inside Bytewax's wrapping, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, HubError):
+            return seen
+        seen = seen.__cause__
+    return None
 
 
 def _summary(cfg: HubConfig) -> None:

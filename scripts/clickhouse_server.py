@@ -22,7 +22,6 @@ import argparse
 import errno
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from ports import free_port, port_free
 
@@ -42,6 +42,7 @@ STOP_TIMEOUT_S = 15.0
 # the server's Keep-Alive header and drops expired connections itself, so 1 s is safe.
 KEEP_ALIVE_S = 1
 FIFO_NAME = "stop.fifo"
+USERS_FILE = "users.xml"
 SCRIPT = Path(__file__).resolve()
 
 
@@ -86,9 +87,11 @@ def serve(data_dir: Path, port: int, run_dir: Path, keep_alive_s: int = KEEP_ALI
     data_dir.mkdir(parents=True, exist_ok=True)
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    # users.xml (written by `start(users=...)`): extra password users next to a password-less default.
+    users = "<users_config>users.xml</users_config>" if (run_dir / USERS_FILE).is_file() else ""
     (run_dir / "config.xml").write_text(
         f"<clickhouse><listen_host>127.0.0.1</listen_host><http_port>{port}</http_port>"
-        f"<keep_alive_timeout>{keep_alive_s}</keep_alive_timeout></clickhouse>\n"
+        f"<keep_alive_timeout>{keep_alive_s}</keep_alive_timeout>{users}</clickhouse>\n"
     )
     fifo = run_dir / FIFO_NAME
     fifo.unlink(missing_ok=True)
@@ -184,13 +187,19 @@ def _last_error(log: Path) -> str:
 
 
 def start(data_dir: str | os.PathLike[str], port: int | None = None,
-          timeout_s: float = START_TIMEOUT_S, run_dir: str | os.PathLike[str] | None = None) -> Server:
+          timeout_s: float = START_TIMEOUT_S, run_dir: str | os.PathLike[str] | None = None,
+          users: dict[str, str] | None = None) -> Server:
     """Spawn `serve` in a subprocess and wait until /ping answers; raise ServerError if not.
 
     With port=None a free port is picked (and re-picked once if another process grabs it
-    between the pick and the listen).
+    between the pick and the listen). `users`: name -> password of users that must log in
+    with their password (to test that clients send it); `default` stays password-less.
     """
     data = Path(data_dir).resolve()
+    if users:
+        run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="hub-chserver-"))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / USERS_FILE).write_text(users_xml(users))
     attempts = 1 if port is not None else 2
     last: ServerError | None = None
     for _ in range(attempts):
@@ -202,6 +211,16 @@ def start(data_dir: str | os.PathLike[str], port: int | None = None,
                 break
     assert last is not None
     raise last
+
+
+def users_xml(users: dict[str, str]) -> str:
+    """ClickHouse's users file: a password-less `default` (chdb's own queries run as it) and `users`."""
+    def user(name: str, password: str) -> str:
+        return (f"<{name}><password>{escape(password)}</password><networks><ip>::/0</ip></networks>"
+                f"<profile>default</profile><quota>default</quota><access_management>1</access_management></{name}>")
+
+    entries = "".join(user(n, p) for n, p in {"default": "", **users}.items())
+    return f"<clickhouse><users>{entries}</users><profiles><default/></profiles><quotas><default/></quotas></clickhouse>\n"
 
 
 def _start_once(data: Path, port: int, timeout_s: float,

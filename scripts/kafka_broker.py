@@ -46,6 +46,17 @@ class BrokerError(RuntimeError):
 
 
 @dataclass
+class Security:
+    """A SASL_SSL listener instead of PLAINTEXT, to test clients' credentials and TLS for real:
+    SASL/PLAIN users, TLS from PEM files, and client certificates required."""
+
+    users: dict[str, str]  # SASL/PLAIN user -> password; the first one is the broker's own
+    keystore: Path  # PEM: the broker's private key (PKCS#8, unencrypted) and certificate
+    truststore: Path  # PEM: the CA that signed the broker's and the clients' certificates
+    client: dict[str, str] = field(default_factory=dict)  # librdkafka settings of the readiness probe
+
+
+@dataclass
 class Broker:
     """A running broker: where clients connect, its process and its directory."""
 
@@ -143,20 +154,44 @@ def _read_props(path: Path) -> dict[str, str]:
     return props
 
 
-def _server_properties(data_dir: Path, port: int, cport: int) -> str:
+def _jaas_value(text: str) -> str:
+    """A JAAS option value: quoted, backslashes and quotes escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _security_properties(sec: Security) -> str:
+    """The SASL_SSL listener's settings (the controller listener stays PLAINTEXT on loopback)."""
+    (admin, admin_pw), *_ = sec.users.items()
+    users = " ".join(f"user_{name}={_jaas_value(pw)}" for name, pw in sec.users.items())
+    jaas = (f"org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f"username={_jaas_value(admin)} password={_jaas_value(admin_pw)} {users};")
+    return f"""\
+sasl.enabled.mechanisms=PLAIN
+sasl.mechanism.inter.broker.protocol=PLAIN
+listener.name.sasl_ssl.plain.sasl.jaas.config={jaas.replace(chr(92), chr(92) * 2)}
+ssl.keystore.type=PEM
+ssl.keystore.location={sec.keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={sec.truststore}
+ssl.client.auth=required
+"""
+
+
+def _server_properties(data_dir: Path, port: int, cport: int, security: Security | None = None) -> str:
     # Single node: every internal topic has replication factor 1. One offsets partition and
     # no initial rebalance delay make the first consumer-group join fast in tests.
+    name = "SASL_SSL" if security else "PLAINTEXT"
     return f"""\
 # Written by scripts/kafka_broker.py: single-node KRaft broker for development and CI.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{cport}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners={name}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
+advertised.listeners={name}://127.0.0.1:{port}
+listener.security.protocol.map={name}:{name},CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-log.dirs={data_dir}
+inter.broker.listener.name={name}
+{_security_properties(security) if security else ""}log.dirs={data_dir}
 num.partitions=1
 auto.create.topics.enable=true
 offsets.topic.replication.factor=1
@@ -230,7 +265,7 @@ def _is_zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
-def _answers_metadata(bootstrap: str, timeout_s: float) -> bool:
+def _answers_metadata(bootstrap: str, timeout_s: float, client: dict[str, str] | None = None) -> bool:
     """True when the broker answers a metadata request and lists itself."""
     from confluent_kafka.admin import AdminClient  # lazy: `fetch` needs no Python deps
 
@@ -238,7 +273,7 @@ def _answers_metadata(bootstrap: str, timeout_s: float) -> bool:
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": quiet,
-                         "socket.connection.setup.timeout.ms": 2000})
+                         "socket.connection.setup.timeout.ms": 2000, **(client or {})})
     try:
         md = admin.list_topics(timeout=timeout_s)
     except Exception:  # KafkaException while the broker is still starting
@@ -263,11 +298,13 @@ def new_cluster_id() -> str:
             return cid
 
 
-def start(dir: str | os.PathLike[str] | None = None, timeout_s: float = START_TIMEOUT_S) -> Broker:
+def start(dir: str | os.PathLike[str] | None = None, timeout_s: float = START_TIMEOUT_S,
+          security: Security | None = None) -> Broker:
     """Format (first time) and start a broker in DIR, and wait until it answers metadata.
 
-    A DIR that already holds a formatted broker is restarted on its old ports, so clients
-    that knew the bootstrap address reconnect (a Kafka outage can be simulated this way).
+    A DIR that already holds a formatted broker is restarted on its old ports and settings,
+    so clients that knew the bootstrap address reconnect (a Kafka outage can be simulated
+    this way; pass the same `security` again for the readiness probe).
     """
     work = Path(dir) if dir is not None else Path(tempfile.mkdtemp(prefix="hub-kafka-"))
     work = work.resolve()
@@ -302,7 +339,7 @@ def start(dir: str | os.PathLike[str] | None = None, timeout_s: float = START_TI
         cport = free_port()
         while cport == port:
             cport = free_port()
-        props_file.write_text(_server_properties(data_dir, port, cport))
+        props_file.write_text(_server_properties(data_dir, port, cport, security))
     log4j = work / "log4j2.properties"
     log4j.write_text(_LOG4J2)
     classpath = str(libs / "*")
@@ -343,7 +380,8 @@ def start(dir: str | os.PathLike[str] | None = None, timeout_s: float = START_TI
             if remaining <= 0:
                 raise BrokerError(f"kafka did not answer on {bootstrap} within {timeout_s:.0f}s "
                                   f"(log: {log_path})")
-            if _can_connect(port) and _answers_metadata(bootstrap, min(2.0, max(remaining, 0.1))):
+            if _can_connect(port) and _answers_metadata(bootstrap, min(2.0, max(remaining, 0.1)),
+                                                        security.client if security else None):
                 return broker
             time.sleep(0.1)  # polling interval between probes, bounded by the deadline
     except BaseException:
