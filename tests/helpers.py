@@ -124,9 +124,10 @@ def store_digest(settings: ClickHouseSettings) -> dict[str, Any]:
            for w in ROLLUPS},
         "skipped": "SELECT reason, sum(inputs) FROM skipped_inputs FINAL GROUP BY reason ORDER BY reason",
         "anomalies": "SELECT * FROM anomalies FINAL ORDER BY ALL",
-        # Not status, severity, version or members: a bounded run closes its incidents at the end of input and
-        # re-emits them with the members that joined since; a tailing worker has not got there yet.
-        "incidents": "SELECT id, pattern, assets, root_cause_id FROM incidents FINAL ORDER BY id",
+        # By what does not depend on where input batches were cut (an incident's id and the members
+        # a full one keeps do) or on whether input ended (a bounded run closes its incidents and
+        # re-emits them with the members that joined since: status, severity, version, members).
+        "incidents": "SELECT pattern, assets, root_cause_id FROM incidents FINAL ORDER BY ALL",
         "composite_1d": "SELECT model, window_start, requests, errors, cost_usd FROM composite_1d ORDER BY model, window_start",
     }
     return {name: query(settings, sql) for name, sql in queries.items()}
