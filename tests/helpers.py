@@ -143,3 +143,25 @@ def same_store(a: Any, b: Any, rel: float = 1e-9) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(same_store(x, y, rel) for x, y in zip(a, b))
     return a == b
+
+
+def digest_differences(got: dict[str, Any], want: dict[str, Any]) -> dict[str, list[str]]:
+    """The tables whose digests differ, each with a few rows found on one side only, so a failure
+    names the rows and not only the table."""
+    return {name: sorted({repr(r) for r in got[name]} ^ {repr(r) for r in want[name]})[:6]
+            for name in want if not same_store(got[name], want[name])}
+
+
+def wait_for_store(settings: ClickHouseSettings, want: dict[str, Any], timeout_s: float, what: str) -> None:
+    """Poll until the store's digest equals `want`; on timeout fail with the rows still differing."""
+    differ: dict[str, list[str]] = {}
+
+    def same() -> bool:
+        differ.clear()
+        differ.update(digest_differences(store_digest(settings), want))
+        return not differ
+
+    try:
+        wait_for(same, timeout_s, what, 2.0)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; still differing: {differ}") from None

@@ -13,7 +13,8 @@ from confluent_kafka import Consumer
 from config.settings import ClickHouseSettings
 from connectors.clickhouse import connect
 from connectors.synthetic import generate
-from tests.helpers import HubProcess, http_settings, produce, query, same_store, store_digest, topic_env, wait_for
+from tests.helpers import (HubProcess, digest_differences, http_settings, produce, query, store_digest, topic_env,
+                           wait_for, wait_for_store)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 START_MS = (int(time.time() * 1000) // 3_600_000 - 6) * 3_600_000
@@ -114,16 +115,15 @@ def test_repeated_sigkill_leaves_every_table_and_tier_as_a_clean_run(kafka_boots
     metrics_port = free_port()
     last = HubProcess(args, {**worker_env, "HUB_METRICS__PORT": str(metrics_port)}, log).start()
     try:
-        wait_for(lambda: same_store(store_digest(settings), expected), 300, "the restarted worker to match the clean run",
-                 2.0)
+        wait_for_store(settings, expected, 300, "the restarted worker to match the clean run")
         # It resumed from the snapshot rather than re-reading the topics from the start.
         resumed = scrape(metrics_port, "hub_events_total")
         assert 0 < resumed < total - kills[-1] // 4, (resumed, total, kills)
     finally:
         last.stop()
     got = store_digest(settings)
-    for name in expected:  # name the rows that differ, not only the table
-        assert same_store(got[name], expected[name]), (name, sorted(set(got[name]) ^ set(expected[name]), key=str)[:6])
+    differ = digest_differences(got, expected)
+    assert not differ, differ
 
 
 def scrape(port: int, name: str) -> float:
@@ -156,7 +156,7 @@ def test_clickhouse_outage_loses_nothing(kafka_bootstrap, tmp_path, clickhouse_s
                                {**fast_env(env), "HUB_CLICKHOUSE__DATABASE": "clean"}, tmp_path / "clean.log").start()
         assert reference.wait(240) == 0
         expected = store_digest(http_settings(server.port, "clean"))
-        wait_for(lambda: same_store(store_digest(settings), expected), 120, "the worker to catch up after the outage", 1.0)
+        wait_for_store(settings, expected, 120, "the worker to catch up after the outage")
     finally:
         worker.stop()
 
@@ -189,8 +189,8 @@ def test_two_processes_on_four_partitions_match_one(kafka_bootstrap, tmp_path, c
     for p in procs:
         assert p.wait(240) == 0
     got, want = store_digest(cluster), store_digest(single)
-    for name in want:  # name the rows that differ, not only the table
-        assert same_store(got[name], want[name]), (name, sorted(set(got[name]) ^ set(want[name]), key=str)[:6])
+    differ = digest_differences(got, want)
+    assert not differ, differ
 
 
 def test_high_severity_anomalies_and_incidents_reach_the_alerts_topic(kafka_bootstrap, tmp_path, monkeypatch):
