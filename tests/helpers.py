@@ -152,8 +152,10 @@ def digest_differences(got: dict[str, Any], want: dict[str, Any]) -> dict[str, l
             for name in want if not same_store(got[name], want[name])}
 
 
-def wait_for_store(settings: ClickHouseSettings, want: dict[str, Any], timeout_s: float, what: str) -> None:
-    """Poll until the store's digest equals `want`; on timeout fail with the rows still differing."""
+def wait_for_store(settings: ClickHouseSettings, want: dict[str, Any], timeout_s: float, what: str,
+                   log: Path | None = None) -> None:
+    """Poll until the store's digest equals `want`; on timeout fail with the rows still differing
+    (and the end of the worker's `log`)."""
     differ: dict[str, list[str]] = {}
 
     def same() -> bool:
@@ -164,4 +166,5 @@ def wait_for_store(settings: ClickHouseSettings, want: dict[str, Any], timeout_s
     try:
         wait_for(same, timeout_s, what, 2.0)
     except AssertionError as e:
-        raise AssertionError(f"{e}; still differing: {differ}") from None
+        tail = f"; log:\n{log.read_text()[-3000:]}" if log else ""
+        raise AssertionError(f"{e}; still differing: {differ}{tail}") from None

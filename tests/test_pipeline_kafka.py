@@ -115,7 +115,7 @@ def test_repeated_sigkill_leaves_every_table_and_tier_as_a_clean_run(kafka_boots
     metrics_port = free_port()
     last = HubProcess(args, {**worker_env, "HUB_METRICS__PORT": str(metrics_port)}, log).start()
     try:
-        wait_for_store(settings, expected, 300, "the restarted worker to match the clean run")
+        wait_for_store(settings, expected, 300, "the restarted worker to match the clean run", log)
         # It resumed from the snapshot rather than re-reading the topics from the start.
         resumed = scrape(metrics_port, "hub_events_total")
         assert 0 < resumed < total - kills[-1] // 4, (resumed, total, kills)
@@ -156,7 +156,7 @@ def test_clickhouse_outage_loses_nothing(kafka_bootstrap, tmp_path, clickhouse_s
                                {**fast_env(env), "HUB_CLICKHOUSE__DATABASE": "clean"}, tmp_path / "clean.log").start()
         assert reference.wait(240) == 0
         expected = store_digest(http_settings(server.port, "clean"))
-        wait_for_store(settings, expected, 120, "the worker to catch up after the outage")
+        wait_for_store(settings, expected, 120, "the worker to catch up after the outage", log)
     finally:
         worker.stop()
 
