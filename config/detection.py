@@ -17,9 +17,10 @@ Every default here is a principled, documented choice rather than a value fitted
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
 from schemas.vocabulary import AlertSeverity, AnomalyType
 
@@ -110,8 +111,17 @@ class AnomalySettings(msgspec.Struct, forbid_unknown_fields=True):
     season_days: float = 4.0
     # Missing windows filled with zeros at most this many at a time (bounded work after a gap).
     max_gap_fill: int = 64
-    # Bounded memory: least-recently-updated series are evicted beyond this.
-    max_series: int = 20_000
+    # Bounded memory: least-recently-updated series are evicted beyond this (~2.7 KB each in memory,
+    # ~1.4 KB pickled in snapshots, measured by bench/series_memory.py: ~54 MB at the default).
+    max_series: Annotated[int, Meta(gt=0)] = 20_000
+    # Series with no data for this long (event time) are forgotten, checked once per minute of
+    # event time; 0 = only max_series bounds them. A forgotten series that comes back starts a new
+    # warm-up. 6 hours: longer than any ring buffer (`window` points) and gap fill (`max_gap_fill`).
+    idle_series_evict_after_s: Annotated[int, Meta(ge=0)] = 6 * 3600
+    # Several shards can each close part of one series' window; the detector waits for all of them,
+    # but at most this long past the fastest shard (event time), so a stalled shard cannot make
+    # every window wait: parts arriving later are stored but not scored.
+    partial_wait_s: Annotated[int, Meta(ge=0)] = 600
     # Optional ensemble member: river HalfSpaceTrees on min-max scaled (level, change) features,
     # voting with the robust z (reports only where |z| >= threshold / 2). Off by default: it costs
     # ~14 us/point and ~45 KB of snapshot state per series, and measured no recall gain

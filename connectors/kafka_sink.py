@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connectors import worker_metrics
 from connectors.kafka_health import client_config
@@ -44,8 +44,11 @@ class _TopicWriter(StatelessSinkPartition[list[Record]]):
                 return
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self.producer.poll(0.1)
+            except KafkaException as exc:  # refused before sending (e.g. larger than message.max.bytes)
+                self._delivered(exc.args[0], None)
+                return
 
-    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+    def _delivered(self, err: KafkaError | None, _msg: Message | None) -> None:
         if err is None:
             return
         worker_metrics.PRODUCE_ERRORS.labels(topic=self.topic, code=err.name()).inc()

@@ -8,10 +8,12 @@ HUB_* environment variables, Kafka input required).
 """
 from __future__ import annotations
 
+import pickle
 import sys
 from collections import Counter
 from contextlib import closing
 from datetime import timedelta
+from typing import Any
 
 import bytewax.operators as op
 import msgspec
@@ -69,12 +71,12 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | Non
     dedup_max = cfg.normalization.dedup_max_entries
     topic_sources = {topic: src for src, topic in cfg.kafka.topics.by_source().items()}
 
-    def step(state: ShardState | None, batch: RawBatch) -> tuple[ShardState, ShardOutput]:
-        if state is None:
-            state = ShardState(dedup_ms, dedup_max, lateness_ms)
+    def step(held: Snapshotted | ShardState | None, batch: RawBatch) -> tuple[Snapshotted, ShardOutput]:
+        held = _held(held) or Snapshotted(ShardState(dedup_ms, dedup_max, lateness_ms))
+        state = held.state
         out = process(state, batch, steps)
         _count(batch, out, state.windows.watermark_ms, topic_sources)
-        return state, out
+        return held, out
 
     alerting = Alerting(cfg.budgets, cfg.alerts) if cfg.budgets or cfg.alerts.rules else None
     feeder = Feeder(cfg.budgets, cfg.alerts.rules, ModelNames(cfg.models).canonical, topic_sources)
@@ -94,13 +96,12 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | Non
         return "detection", (slim, feeder.feed(out) if alerting else None,
                              governance_batch(out.event_columns, violations, audit))
 
-    def detect(state: DetectionState | None, item: Detecting) -> tuple[DetectionState, Detected]:
+    def detect(held: Snapshotted | DetectionState | None, item: Detecting) -> tuple[Snapshotted, Detected]:
         out, feed, gov = item
-        if state is None:
-            state = DetectionState(cfg.detection)
-        found = state.step(out.shard, out.windows, out.signals, out.final)
+        held = _held(held) or Snapshotted(DetectionState(cfg.detection))
+        found = held.state.step(out.shard, out.windows, out.signals, out.final)
         _count_detection(found)
-        return state, (out, found, feed, gov)
+        return held, (out, found, feed, gov)
 
     def register(state: RegistryState | None, item: Detected
                  ) -> tuple[RegistryState, tuple[DetectionOutput, AlertFeed | None, RegistryOutput]]:
@@ -159,6 +160,43 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | Non
                 op.output(name, op.filter_map(f"{name}_records", registered, _feed_records(attr, key)),
                           KafkaTopicSink(producer, topic))
     return flow
+
+
+class Snapshotted:
+    """Holds a big step state (shard, detection) so that Bytewax snapshots it as pickled bytes.
+
+    Bytewax snapshots every stateful step at each epoch with `copy.deepcopy` (recovery or not) and
+    pickles that copy for the recovery store. A deep copy of a 20k-series detector bank took 3.9 s
+    of CPU and doubled its ~55 MB; pickling it takes 1.5 s and 27 MB, and is needed anyway. So the
+    copy is the pickle: `_Pickled` unpickles as a `Snapshotted` of an exact copy of the state.
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def __deepcopy__(self, memo: dict) -> _Pickled:
+        return _Pickled(pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class _Pickled:
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def __reduce__(self) -> tuple:
+        return _restore, (self.blob,)
+
+
+def _restore(blob: bytes) -> Snapshotted:
+    return Snapshotted(pickle.loads(blob))
+
+
+def _held(state: Any) -> Snapshotted | None:
+    """A step's holder; None on first use; a bare state (from a snapshot taken before holders) wrapped."""
+    return state if state is None or isinstance(state, Snapshotted) else Snapshotted(state)
 
 
 # The feed topics of [kafka.topics]: RegistryOutput attribute, and the record field keying its messages.

@@ -15,8 +15,13 @@ per series (robust.py, volatility.py, shape.py, hst.py in this package):
   where it predicts better), the anomaly likelihood (likelihood.py: the score) and the tail test
   (tail.py: which point outliers are alerts, after a minimum of evidence).
 
-Memory is bounded: at most `max_series` series (least recently updated evicted), fixed-size ring
-buffers, 31 seasonal floats and a pruned histogram per series (~1.5 KB pickled for a value member).
+Memory is bounded: fixed-size ring buffers, 31 seasonal floats and a pruned histogram per series
+(~1.5 KB pickled for a value member), at most `max_series` series (least recently updated evicted
+first), and series with no data for `idle_series_evict_after_s` of event time are forgotten
+(`evict_idle`, which the flow calls once per minute of event time). An evicted series that comes
+back starts a new warm-up; windows and stored metrics are never affected, only detection.
+`tick` does a full pass only when the watermark moves (once per window), in between it visits only
+series created since, so its cost does not grow with idle series between window closes.
 The whole bank pickles, so it can be the state of a Bytewax stateful operator and survive restarts;
 a restored bank produces exactly the output the original would have.
 """
@@ -45,6 +50,7 @@ GATED = frozenset(("spike", "drop"))
 VOL_RECENT = 16  # a volatility finding needs a rare point within this many points,
 VOL_PERSIST = 8  # or to persist this many points (half the volatility test's fast span of 16)
 EPISODE = 16  # value findings within this many points of the previous one are its episode: not repeated
+NEVER = -(2**62)
 
 
 def severity_for(score: float) -> str:
@@ -60,8 +66,9 @@ def severity_for(score: float) -> str:
 
 
 class _Series:
+    # `seen`: event time of the last data (not of zero-filled windows), for idle eviction.
     __slots__ = ("cfg", "value", "rate", "hist", "last_ws", "wms", "fill", "seas", "lik", "prev", "same", "since",
-                 "tail", "rare", "quiet", "vrun")
+                 "tail", "rare", "quiet", "vrun", "seen")
 
     def __init__(self, cfg: MetricDetection, value: RobustDetector | None, rate: RobustDetector | None,
                  hist: HistShiftDetector | None, fill: bool) -> None:
@@ -81,6 +88,7 @@ class _Series:
         self.rare = False  # the previous point was rare
         self.quiet = EPISODE  # points since the last value finding (capped)
         self.vrun = 0  # consecutive points with a volatility finding
+        self.seen = NEVER
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -88,6 +96,8 @@ class _Series:
     def __setstate__(self, st: tuple) -> None:
         for name, v in zip(self.__slots__, st):
             setattr(self, name, v)
+        if len(st) < len(self.__slots__):  # snapshots taken before idle eviction
+            self.seen = self.last_ws if self.last_ws is not None else NEVER
 
     def step_value(self, t: int, x: float, nobs: float = 0.0) -> tuple[float, list[Finding] | None]:
         """Value member, seasonal member, likelihood and tail test on one point: (score, findings).
@@ -185,18 +195,27 @@ class AnomalyDetectorBank:
     def __init__(self, settings: DetectionSettings | AnomalySettings | None = None) -> None:
         self.settings = _settings(settings)
         self._series: OrderedDict[SeriesKey, _Series] = OrderedDict()
-        self.evicted = 0
+        self.evicted = 0  # series dropped because of max_series, all time
+        self.idle_evicted = 0  # series dropped by evict_idle, all time
+        # `tick`: the watermark of its last full pass and the window series created since.
+        self._ticked_ms = NEVER
+        self._fresh: list[SeriesKey] = []
 
     def __len__(self) -> int:
         return len(self._series)
 
     def __getstate__(self) -> dict:
-        return {"settings": self.settings, "series": self._series, "evicted": self.evicted}
+        return {"settings": self.settings, "series": self._series, "evicted": self.evicted,
+                "idle_evicted": self.idle_evicted, "ticked_ms": self._ticked_ms, "fresh": self._fresh}
 
     def __setstate__(self, st: dict) -> None:
         self.settings = st["settings"]
         self._series = st["series"]
         self.evicted = st["evicted"]
+        # Snapshots taken before idle eviction: the next tick does a full pass.
+        self.idle_evicted = st.get("idle_evicted", 0)
+        self._ticked_ms = st.get("ticked_ms", NEVER)
+        self._fresh = st.get("fresh", [])
 
     # -- construction ------------------------------------------------------------------------
     def _new_series(self, key: SeriesKey, raw: bool) -> _Series:
@@ -240,9 +259,36 @@ class AnomalyDetectorBank:
             if len(series) > self.settings.max_series:
                 series.popitem(last=False)
                 self.evicted += 1
+            if not raw:
+                if len(self._fresh) >= self.settings.max_series:  # never ticked: the next tick does a full pass
+                    self._fresh.clear()
+                    self._ticked_ms = NEVER
+                self._fresh.append(key)
         else:
             series.move_to_end(key)
         return st
+
+    def evict_idle(self, now_ms: int) -> int:
+        """Forget series with no data for longer than `idle_series_evict_after_s` before `now_ms`
+        (event time); returns how many. One pass over the bank: call it once per window, not per event.
+
+        >>> from schemas.metrics import SeriesKey
+        >>> bank = AnomalyDetectorBank(AnomalySettings(idle_series_evict_after_s=3600))
+        >>> for team, minute in (("a", 0), ("b", 50)):
+        ...     _ = bank.update_value(SeriesKey("latency_ms", team=team), minute * 60_000, 100.0)
+        >>> bank.evict_idle(100 * 60_000), len(bank), bank.idle_evicted
+        (1, 1, 1)
+        """
+        idle_ms = self.settings.idle_series_evict_after_s * 1000
+        if not idle_ms:
+            return 0
+        cutoff = now_ms - idle_ms
+        series = self._series
+        gone = [key for key, st in series.items() if st.seen < cutoff]
+        for key in gone:
+            del series[key]
+        self.idle_evicted += len(gone)
+        return len(gone)
 
     # -- output ------------------------------------------------------------------------------
     @staticmethod
@@ -273,7 +319,7 @@ class AnomalyDetectorBank:
                 return out
             if wms > 0:
                 self._fill_gap(st, key, st.last_ws, ws, wms, out, tags)
-        st.last_ws, st.wms = ws, wms
+        st.last_ws, st.wms, st.seen = ws, wms, ws
         count = window.count
         if st.value is not None:
             v = _window_value(window, cfg.value)
@@ -313,10 +359,21 @@ class AnomalyDetectorBank:
     def tick(self, now_ms: int) -> list[Anomaly]:
         """Close out silent series: every window that ended at or before now_ms (the event-time
         watermark) and had no data counts as zero events. Call it as the watermark advances; a
-        window arriving later for an already-filled slot is ignored."""
+        window arriving later for an already-filled slot is ignored.
+
+        After a full pass at watermark T every series is filled up to T, and `last_ws` only grows,
+        so until the watermark passes T only series created since can have windows to fill."""
         out: list[Anomaly] = []
-        for key, st in list(self._series.items()):
-            if st.last_ws is None or st.wms <= 0 or (st.rate is None and not st.fill):
+        series = self._series
+        if now_ms > self._ticked_ms:
+            self._ticked_ms = now_ms
+            keys: Iterable[SeriesKey] = list(series)
+        else:
+            keys = self._fresh
+        self._fresh = []
+        for key in keys:
+            st = series.get(key)
+            if st is None or st.last_ws is None or st.wms <= 0 or (st.rate is None and not st.fill):
                 continue
             wms = st.wms
             # last window start whose end <= now_ms
@@ -333,6 +390,7 @@ class AnomalyDetectorBank:
         st = self._get(series, raw=True)
         if st is None or st.value is None:
             return []
+        st.seen = time_ms
         _, f = st.step_value(time_ms, value)
         if f:
             out: list[Anomaly] = []
@@ -351,6 +409,7 @@ class AnomalyDetectorBank:
         st = self._get(series, raw=True)
         if st is None or st.value is None:
             return 0.0
+        st.seen = time_ms
         return st.step_value(time_ms, value)[0]
 
     def update_values(self, series: SeriesKey, times: Iterable[int], values: Iterable[float]) -> list[Anomaly]:
@@ -364,6 +423,7 @@ class AnomalyDetectorBank:
         for t, v in zip(times, values):
             if v != v or v in (math.inf, -math.inf):
                 continue
+            st.seen = t
             _, f = step(t, v)
             if f:
                 self._emit(out, series, t, 0, f, min_score, None)

@@ -2,9 +2,15 @@
 
 All shards feed one detection state (anomaly bank + correlator). Several shards can each close
 a partial window for the same series (a topic not partitioned by model): partials are held
-until a later window of that series shows up, or the input ends, then merged and scored, so
-detectors see one window per series per minute in order. Silent series are filled with zeros
-up to the slowest shard's progress (`tick`), never ahead of a shard that is still catching up.
+until a later window of that series shows up, every shard still running has closed a later
+window (no part can follow), the fastest shard is `partial_wait_s` past it, or the input ends;
+then merged and scored, so detectors see one window per series per minute in order. Silent
+series are filled with zeros up to the slowest shard's progress (`tick`), never ahead of a shard
+that is still catching up.
+
+Memory: held windows are those of the last minutes (a series seen once is not held until the
+end of input), and the bank forgets series idle for `idle_series_evict_after_s`, checked once per
+minute of event time. Work per step follows the windows that arrive and leave, not the series held.
 """
 from __future__ import annotations
 
@@ -17,6 +23,10 @@ from schemas.items import DetectionOutput
 from schemas.metrics import SeriesKey, WindowMetric
 
 
+EVICT_EVERY_MS = 60_000  # event time between two idle-eviction passes over the bank
+NEVER = -(2**62)
+
+
 class DetectionState:
     """Picklable: lives in Bytewax snapshots like the window state."""
 
@@ -25,10 +35,26 @@ class DetectionState:
         self.bank = AnomalyDetectorBank(settings)
         self.correlator = Correlator(settings)
         self.pending: dict[tuple[SeriesKey, int], WindowMetric] = {}
+        # Latest window start of each series with a held window at that start.
         self.latest_start: dict[SeriesKey, int] = {}
+        # Held windows by window end (entries released meanwhile are skipped), and how many are
+        # held per window start (the earliest bounds `tick`).
+        self.held_by_end: dict[int, list[tuple[SeriesKey, int]]] = {}
+        self.held_starts: dict[int, int] = {}
         self.shard_progress: dict[str, int] = {}
         self.shards_seen: set[str] = set()
         self.shards_done: set[str] = set()
+        self.evicted_at_ms = NEVER
+
+    def __setstate__(self, state: dict) -> None:
+        if "held_by_end" not in state:  # snapshots taken before bounded holding
+            state["held_by_end"], state["held_starts"] = {}, {}
+            state["evicted_at_ms"] = NEVER
+            state["latest_start"] = {s: t for s, t in state["latest_start"].items() if (s, t) in state["pending"]}
+        self.__dict__.update(state)
+        if not self.held_by_end:
+            for key, w in self.pending.items():
+                self._hold(key, w)
 
     def step(self, shard: str, windows: list[WindowMetric], signals: list[Signal], final: bool) -> DetectionOutput:
         """Take one shard's closed windows and noteworthy events (`final`: the shard's last output);
@@ -54,25 +80,57 @@ class DetectionState:
             self.shards_done.add(shard)
         # The end of one shard is not the end of the input: flush only when every shard ended.
         final = self.shards_done >= self.shards_seen
-        ready: list[WindowMetric] = []
+        pending, latest_start = self.pending, self.latest_start
+        ready: list[tuple[SeriesKey, int]] = []
         for w in windows:
-            key = (w.series, w.window_start_ms)
-            held = self.pending.get(key)
-            self.pending[key] = w if held is None else _merge(held, w)
-            if w.window_start_ms > self.latest_start.get(w.series, -1):
-                self.latest_start[w.series] = w.window_start_ms
-            self.shard_progress[shard] = max(self.shard_progress.get(shard, 0), w.window_start_ms + w.window_ms)
-        for key in sorted((k for k in self.pending if final or k[1] < self.latest_start[k[0]]), key=lambda k: k[1]):
-            ready.append(self.pending.pop(key))
-        for w in ready:
+            series, start = w.series, w.window_start_ms
+            key = (series, start)
+            held = pending.get(key)
+            if held is None:
+                pending[key] = w
+                self._hold(key, w)
+            else:
+                pending[key] = _merge(held, w)
+            latest = latest_start.get(series)
+            if latest is None or start > latest:
+                latest_start[series] = start
+                if latest is not None and (series, latest) in pending:
+                    ready.append((series, latest))  # a later window of the series: that one is complete
+            elif start < latest:
+                ready.append(key)
+            self.shard_progress[shard] = max(self.shard_progress.get(shard, 0), start + w.window_ms)
+        progress = self._running_progress()
+        if final:
+            ready += pending
+            self.held_by_end.clear()
+        elif progress:
+            # Every shard still running has closed a later window, or the fastest is far past it.
+            wait_ms = self.settings.anomaly.partial_wait_s * 1000
+            cutoff = max(min(progress), max(self.shard_progress.values()) - wait_ms)
+            for end in sorted(e for e in self.held_by_end if e < cutoff):
+                ready += self.held_by_end.pop(end)
+        for key in sorted(dict.fromkeys(ready), key=lambda k: k[1]):
+            w = pending.pop(key, None)
+            if w is None:
+                continue
+            n = self.held_starts[key[1]] - 1
+            if n:
+                self.held_starts[key[1]] = n
+            else:
+                del self.held_starts[key[1]]
+            if latest_start.get(key[0]) == key[1]:
+                del latest_start[key[0]]
             out.anomalies += self.bank.update(w)
-        if self.shard_progress and not final:
+        if progress and not final:
             # Up to the slowest shard, and never over a window still held for merging: a window
             # filled as "silent" would make the bank ignore its real data later.
-            horizon = min(self.shard_progress.values())
-            if self.pending:
-                horizon = min(horizon, min(start for _, start in self.pending))
+            horizon = min(progress)
+            if self.held_starts:
+                horizon = min(horizon, min(self.held_starts))
             out.anomalies += self.bank.tick(horizon)
+            if horizon >= self.evicted_at_ms + EVICT_EVERY_MS:
+                self.evicted_at_ms = horizon
+                self.bank.evict_idle(horizon)
         for a in out.anomalies:
             out.incidents += self.correlator.add(signal_from_anomaly(a))
         for s in sorted(signals, key=lambda s: s.time_ms):
@@ -84,6 +142,16 @@ class DetectionState:
             out.incidents += self.correlator.flush(watermark)
         out.alerts = [r for r in (*out.anomalies, *out.incidents) if should_alert(r, self.settings)]
         return out
+
+    def _hold(self, key: tuple[SeriesKey, int], w: WindowMetric) -> None:
+        self.held_by_end.setdefault(key[1] + w.window_ms, []).append(key)
+        self.held_starts[key[1]] = self.held_starts.get(key[1], 0) + 1
+
+    def _running_progress(self) -> list[int]:
+        """Progress of the shards still running (an ended shard holds nobody back), or of all
+        shards with windows when those have all ended (the others have sent no window yet)."""
+        running = [p for s, p in self.shard_progress.items() if s not in self.shards_done]
+        return running or list(self.shard_progress.values())
 
 
 def _merge(a: WindowMetric, b: WindowMetric) -> WindowMetric:

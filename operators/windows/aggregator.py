@@ -11,6 +11,13 @@ contents, whatever the batch boundaries.
 Open windows are kept as columns (series id, window start, value) and summarised only when they
 close, all series at once: per-event work stays in numpy, and the only Python step per
 (series, window) is building its output record.
+
+Memory is bounded by what is open: a series keeps its id only while it has an open value. After a
+close, once the id table has doubled since it was last compacted (and holds >= `COMPACT_MIN`
+series), ids of series with nothing open are dropped and the rest renumbered. So the table holds
+at most max(`COMPACT_MIN`, 2 x the series open at a close) plus the series new since that close,
+at ~160 bytes per series, plus 24 bytes per open value; the cost is amortised O(1) per new series,
+never a scan per event.
 """
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ from schemas.metrics import SeriesKey, WindowMetric
 
 WINDOW_MS = 60_000
 NEVER = -(2**62)
+# Below this many series ids the table is never compacted (a compaction costs a pass over what is open).
+COMPACT_MIN = 4096
 
 
 @dataclass(frozen=True)
@@ -89,9 +98,12 @@ class WindowAggregator:
         self.chunks: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # (earliest start, columns...)
         # Open partial aggregates as (window start, Partial), merged into their window when it closes.
         self.partials: list[tuple[int, Partial]] = []
+        # Size of the id table after its last compaction; it is compacted again at twice that.
+        self.compacted_size = 0
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("partials", [])  # snapshots taken before partials existed
+        state.setdefault("compacted_size", 0)  # snapshots taken before compaction existed
         self.__dict__.update(state)
 
     @property
@@ -182,7 +194,36 @@ class WindowAggregator:
             ready = [(s, p) for s, p in self.partials if s <= horizon]
             self.partials = [(s, p) for s, p in self.partials if s > horizon]
             out = _merge_partials(out, ready, self.window_ms)
+        if len(self.series) >= max(COMPACT_MIN, 2 * self.compacted_size):
+            self.compact()
         return out
+
+    def compact(self) -> None:
+        """Forget the ids of series with no open value and renumber the rest (order kept).
+        Partials carry their own series key, so only value chunks are renumbered.
+
+        >>> agg = WindowAggregator(allowed_lateness_ms=0)
+        >>> for minute, team in enumerate(["a", "b", "c"]):
+        ...     _ = agg.add(np.array([minute * 60_000]), [("m", "", team)], [MetricValues("requests", np.ones(1))])
+        >>> [w.series.team for w in agg.close_ready()], len(agg.series)
+        (['a', 'b'], 3)
+        >>> agg.compact()
+        >>> [k.team for k in agg.series], agg.series_ids
+        (['c'], {SeriesKey(metric='requests', model='m', endpoint='', team='c'): 0})
+        >>> [(w.series.team, w.count) for w in agg.close_all()]
+        [('c', 1)]
+        """
+        if self.chunks:
+            live = np.unique(np.concatenate([sid for _, sid, _, _ in self.chunks]))
+            new_id = np.full(len(self.series), -1, dtype=np.int64)
+            new_id[live] = np.arange(len(live), dtype=np.int64)
+            self.chunks = [(first, new_id[sid], start, v) for first, sid, start, v in self.chunks]
+            series = self.series
+            self.series = [series[i] for i in live.tolist()]
+        else:
+            self.series = []
+        self.series_ids = {key: i for i, key in enumerate(self.series)}
+        self.compacted_size = len(self.series)
 
     def _close_values(self, horizon: int) -> list[WindowMetric]:
         closing = [c for c in self.chunks if c[0] <= horizon]
@@ -195,10 +236,12 @@ class WindowAggregator:
             keep = ~ready
             self.chunks.append((int(start[keep].min()), sid[keep], start[keep], v[keep]))
             sid, start, v = sid[ready], start[ready], v[ready]
-        # Output order: by window, then series name — deterministic for any batch history.
-        names = [(k.metric, k.model, k.endpoint, k.team) for k in self.series]
-        rank = np.empty(len(names), dtype=np.int64)
-        rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+        # Output order: by window, then series name — deterministic for any batch history. Only the
+        # series closing now are ranked (the id table can be much larger than what closes).
+        present = np.flatnonzero(np.bincount(sid, minlength=len(self.series)))
+        names = [(k.metric, k.model, k.endpoint, k.team) for k in map(self.series.__getitem__, present.tolist())]
+        rank = np.zeros(len(self.series), dtype=np.int64)
+        rank[present[sorted(range(len(names)), key=names.__getitem__)]] = np.arange(len(names))
         order = _group_then_value_order((start - start.min()) // self.window_ms * len(names) + rank[sid], v)
         sid, start, v = sid[order], start[order], v[order]
         new_group = np.empty(len(sid), dtype=bool)
