@@ -54,10 +54,11 @@ class NotFound(HubError):
 
 @dataclass(frozen=True)
 class Key:
-    """One column of a listing's order key: a time (compared as epoch ms) or a string."""
+    """One column of a listing's order key: a time (compared as epoch ms), an integer (a row
+    version) or a string."""
 
     expr: str
-    kind: str  # "time" | "str"
+    kind: str  # "time" | "int" | "str"
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
@@ -73,7 +74,7 @@ def decode_cursor(text: str, keys: Sequence[Key]) -> list[Any]:
     if not isinstance(values, list) or len(values) != len(keys):
         raise BadCursor("not a cursor of this listing")
     for value, key in zip(values, keys):
-        ok = isinstance(value, int) and not isinstance(value, bool) if key.kind == "time" else isinstance(value, str)
+        ok = isinstance(value, str) if key.kind == "str" else isinstance(value, int) and not isinstance(value, bool)
         if not ok:
             raise BadCursor("not a cursor of this listing")
     return values
@@ -86,7 +87,8 @@ def _key_condition(keys: Sequence[Key], values: Sequence[Any], op: str, params: 
         name = f"cursor_{i}"
         params[name] = value
         exprs.append(key.expr)
-        binds.append(f"fromUnixTimestamp64Milli({{{name}:Int64}}, 'UTC')" if key.kind == "time" else f"{{{name}:String}}")
+        binds.append({"time": f"fromUnixTimestamp64Milli({{{name}:Int64}}, 'UTC')", "int": f"{{{name}:Int64}}"}
+                     .get(key.kind, f"{{{name}:String}}"))
     return f"({', '.join(exprs)}) {op} ({', '.join(binds)})"
 
 
@@ -323,3 +325,36 @@ INCIDENT_SQL = (f"SELECT {INCIDENT_COLUMNS}, pattern_reasons, member_ids, member
                 "member_kinds, member_times, overflow, merged_into FROM incidents FINAL WHERE id = {id:String}")
 EDGES_SQL = ("SELECT from_id, to_id, relationship, toFloat64(toString(weight)) AS weight, time FROM incident_edges FINAL "
              "WHERE incident_id = {id:String} AND version = {version:UInt64} ORDER BY time, from_id, to_id")
+
+# What alerting and the registry store (issue 16's tables). Alerts: the current state of each
+# (alerts_current: its highest version) and the history (every version); budgets: each budget's
+# standing per period (FINAL keeps the latest update); compliance reports per hour or day and
+# scope; assets: the registry's latest profile of each.
+ALERT_COLUMNS = ("id, version, rule, kind, status, event, severity, labels, value, threshold, starts_at, ends_at, "
+                 "updated_at, summary, anomaly_ids, incident_ids")
+ALERTS_CURRENT = Listing(ALERT_COLUMNS, "alerts_current", [Key("starts_at", "time"), Key("id", "str")],
+                         descending=True)
+ALERT_HISTORY = Listing(ALERT_COLUMNS, "alerts FINAL",
+                        [Key("updated_at", "time"), Key("id", "str"), Key("version", "int")], descending=True)
+
+BUDGET_COLUMNS = "budget, scope, period, period_start, period_end, amount_usd, spend, forecast, pct_used, updated_at"
+BUDGETS = Listing(BUDGET_COLUMNS, "budget_status FINAL", [Key("period_start", "time"), Key("budget", "str")],
+                  descending=True)
+# Only the newest period of each budget: where each one stands now.
+BUDGETS_LATEST = Listing(BUDGET_COLUMNS, "(SELECT * FROM budget_status FINAL ORDER BY budget, period_start DESC "
+                                         "LIMIT 1 BY budget)",
+                         BUDGETS.keys, descending=True)
+
+COMPLIANCE_COLUMNS = ("id, version, granularity, window_start, window_end, scope_kind, scope, evaluations, compliant, "
+                      "non_compliant, violations, compliance_rate, violation_rate, violations_by_type, "
+                      "violations_by_severity, prev_evaluations, prev_violations, prev_compliance_rate, "
+                      "compliance_rate_change, violation_rate_change, violations_change, asset_name, asset_version, "
+                      "asset_owner, asset_category, asset_tags")
+COMPLIANCE = Listing(COMPLIANCE_COLUMNS, "compliance_reports FINAL", [Key("window_start", "time"), Key("id", "str")],
+                     descending=True)
+
+ASSET_COLUMNS = ("asset_id, name, asset_type, version, owner, category, provider, tags, description, status, stage, "
+                 "versions, replacement_asset_id, sunset_date, registered_at, updated_at, last_event_id, "
+                 "last_event_type, events")
+ASSETS = Listing(ASSET_COLUMNS, "assets FINAL", [Key("asset_id", "str")], descending=False)
+ASSET_SQL = f"SELECT {ASSET_COLUMNS} FROM assets FINAL WHERE asset_id = {{id:String}}"

@@ -6,24 +6,27 @@ application/problem+json with a stable `code`, field errors, a suggestion and a 
 link; the `type` URI is served (GET /problems/{slug}) so it says what went wrong and what to do.
 A bug answers 500 with no traceback (the log has it).
 """
-from __future__ import annotations
 
 import hashlib
 import hmac
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.datastructures import URL
 
 from config.errors import HubError
+from config.settings import ServeSettings
 from connectors import store_api
-from schemas.api import PROBLEM_MEDIA_TYPE, ExecutionMetrics, FieldError, Links, Pagination, Problem
+from schemas.api import (PROBLEM_MEDIA_TYPE, ExecutionMetrics, FieldError, Links, Pagination, Problem, QueryStatus,
+                         Response)
 
 log = logging.getLogger("hub.serve")
 
@@ -228,3 +231,100 @@ def position(page: int, per_page: int, after: str | None, before: str | None, la
         return store_api.Position(last=True)
     return store_api.Position(offset=(page - 1) * per_page)
 
+
+
+# -- what every listing route shares: filters, the paging parameters, the paged answer ---------------
+
+M = TypeVar("M")
+NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,200}$"
+Name = Annotated[str | None, Query(pattern=NAME_PATTERN)]
+
+
+def time_param(alias: str, description: str) -> Any:
+    """A `from`/`to` query parameter whose description says which time of the rows it bounds."""
+    return Annotated[datetime | None, Query(alias=alias, description=f"{description} (ISO 8601)")]
+
+
+Since = time_param("from", "start of the time range, inclusive")
+Until = time_param("to", "end of the time range, exclusive")
+PAGING_DOCS = {"after": "keyset cursor: the page after this position (from a `next` link)",
+               "before": "keyset cursor: the page before this position (from a `prev` link)",
+               "last": "the last page (from the `last` link)",
+               "page": "page number; without a cursor it is read by offset (a jump), with one it only labels "
+                       "the page"}
+
+
+def time_filters(column: str, since: datetime | None, until: datetime | None, where: list[str],
+                 params: dict[str, Any]) -> None:
+    """`from`/`to` on one time column; an empty range is a field error, not an empty answer."""
+    if since is not None and until is not None and since >= until:
+        raise ApiProblem("validation-error", "from must be before to",
+                         [field_error("query.from", "must be before `to`", "range")])
+    if since is not None:
+        where.append(f"{column} >= fromUnixTimestamp64Milli({{since_ms:Int64}}, 'UTC')")
+        params["since_ms"] = store_api.utc_ms(since)
+    if until is not None:
+        where.append(f"{column} < fromUnixTimestamp64Milli({{until_ms:Int64}}, 'UTC')")
+        params["until_ms"] = store_api.utc_ms(until)
+
+
+def equals(column: str, value: str | int | bool | None, kind: str, where: list[str], params: dict[str, Any]) -> None:
+    """`column = value` bound as a parameter, when the filter was given."""
+    if value is not None:
+        where.append(f"{column} = {{{column}:{kind}}}")
+        params[column] = value
+
+
+@dataclass(frozen=True)
+class Paging:
+    """A request's paging parameters: page number, size and at most one cursor."""
+
+    page: int
+    per_page: int
+    after: str | None
+    before: str | None
+    last: bool
+
+
+def paging_params(serve: ServeSettings) -> Callable[..., Paging]:
+    """The paging query parameters as one FastAPI dependency, so every listing takes (and
+    documents) the same ones, with the configured page sizes."""
+    Page = Annotated[int, Query(ge=1, description=PAGING_DOCS["page"])]
+    PerPage = Annotated[int, Query(ge=1, le=serve.max_page_size,
+                                   description=f"items per page (max {serve.max_page_size})")]
+    After = Annotated[str | None, Query(max_length=2000, description=PAGING_DOCS["after"])]
+    Before = Annotated[str | None, Query(max_length=2000, description=PAGING_DOCS["before"])]
+    Last = Annotated[bool, Query(description=PAGING_DOCS["last"])]
+
+    def paging(page: Page = 1, per_page: PerPage = serve.default_page_size, after: After = None,
+               before: Before = None, last: Last = False) -> Paging:
+        return Paging(page, per_page, after, before, last)
+
+    return paging
+
+
+@dataclass
+class Listed:
+    """One page read from the store, with what it cost and its page metadata and links."""
+
+    data: store_api.Page
+    stats: store_api.Stats
+    query_id: str
+    pagination: Pagination
+
+
+def read_listing(reader: store_api.StoreReader, request: Request, lst: store_api.Listing, where: list[str],
+                 params: dict[str, Any], paging: Paging) -> Listed:
+    """The page the paging parameters ask for (keyset when a cursor is given, offset for a jump)."""
+    pos = position(paging.page, paging.per_page, paging.after, paging.before, paging.last, lst.keys)
+    stats, qid = store_api.Stats(), store_api.new_query_id()
+    data = reader.page(lst, where, params, paging.per_page, pos, stats, qid)
+    page = max(-(-data.total // paging.per_page), 1) if paging.last else paging.page
+    return Listed(data, stats, qid, pagination(request.url, page, paging.per_page, data))
+
+
+def list_answer(model: type[M], listed: Listed, status: QueryStatus = QueryStatus.success) -> Response[list[M]]:
+    """The one wrapper around a page of rows, each row as `model`."""
+    rows = [model(**row) for row in listed.data.rows]
+    return Response[list[model]](status=status, query_id=listed.query_id, data=rows,  # type: ignore[valid-type]
+                                 pagination=listed.pagination, metrics=metrics_of(listed.stats, len(rows)))

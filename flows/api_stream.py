@@ -1,13 +1,14 @@
-"""`GET /api/v1/stream`: server-sent events of new anomalies and incident updates.
+"""`GET /api/v1/stream`: server-sent events of new anomalies, incident updates and alert versions.
 
-Event types follow the data-models note: `data` (an anomaly, or an incident at a new version),
+Event types follow the data-models note: `data` (an anomaly, an incident at a new version, or an
+alert at a new version: firing, renotify, resolved),
 `heartbeat` (every heartbeat_s while nothing happens), `error` (a store query failed; the stream
 goes on and retries) and `complete` (duration_s reached). Every event carries a sequence number
 (+1 per event) and an SSE id `<sequence>.<cursor>`; a client that reconnects with `Last-Event-ID`
 (browsers do it themselves) gets what came after that event, numbered on from it.
 
 The store has no insertion order to follow, so the cursor is each kind's order key: anomalies by
-(window_start, id), incidents by (end_time, id, version); an id holds the greatest key sent so
+(window_start, id), incidents by (end_time, id, version), alerts by (updated_at, id, version); an id holds the greatest key sent so
 far (the start position before anything was sent). A stream starts by marking what is stored at
 or before its cursor as seen, then sends every row it has not seen (an incident again at each new
 version), including rows stored late for earlier windows, within [serve] stream_lookback_s. A
@@ -26,18 +27,48 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from config.errors import HubError
 from config.settings import HubConfig
 from connectors import store_api
 from flows.api_common import ApiProblem, field_error
-from schemas.api import Anomaly, Incident
+from schemas.api import Alert, Anomaly, Incident
 
-Kind = Literal["anomalies", "incidents"]
-KINDS: tuple[Kind, ...] = ("anomalies", "incidents")
+Kind = Literal["anomalies", "incidents", "alerts"]
+KINDS: tuple[Kind, ...] = ("anomalies", "incidents", "alerts")
 POLL_LIMIT = 1000
 RETRY_MS = 2000
+
+
+@dataclass(frozen=True)
+class Feed:
+    """What one kind streams: its rows, the time that orders them, and whether a row comes again
+    at each new version (incidents, alerts) or once (anomalies)."""
+
+    columns: str
+    source: str
+    time_col: str
+    versioned: bool
+    payload_kind: str
+    model: type[BaseModel]
+
+    def start_key(self, ms: int) -> tuple:
+        return (ms, "", 0) if self.versioned else (ms, "")
+
+
+FEEDS: dict[Kind, Feed] = {
+    "anomalies": Feed(store_api.ANOMALY_COLUMNS, "anomalies FINAL", "window_start", False, "anomaly", Anomaly),
+    "incidents": Feed(store_api.INCIDENT_COLUMNS, "incidents FINAL", "end_time", True, "incident", Incident),
+    # alerts FINAL keeps every version (its key is (id, version)): each one is an event.
+    "alerts": Feed(store_api.ALERT_COLUMNS, "alerts FINAL", "updated_at", True, "alert", Alert),
+}
+
+
+def _bad_id(message: str) -> ApiProblem:
+    return ApiProblem("validation-error", f"Last-Event-ID {message}",
+                      [field_error("header.last-event-id", message, "invalid_cursor")])
 
 
 @dataclass
@@ -45,26 +76,33 @@ class Cursor:
     """Where a stream stands: the last sequence number and, per kind, the last key sent."""
 
     seq: int
-    anomaly: tuple[int, str]  # (window_start ms, id)
-    incident: tuple[int, str, int]  # (end_time ms, id, version)
+    keys: dict[Kind, tuple]
 
     def encode(self) -> str:
-        raw = orjson.dumps([*self.anomaly, *self.incident])
+        raw = orjson.dumps([v for kind in KINDS for v in self.keys[kind]])
         return f"{self.seq}.{base64.urlsafe_b64encode(raw).decode().rstrip('=')}"
 
     @classmethod
     def decode(cls, text: str) -> "Cursor":
         try:
             seq, _, rest = text.partition(".")
-            a_ms, a_id, i_ms, i_id, i_ver = orjson.loads(base64.urlsafe_b64decode(rest + "=" * (-len(rest) % 4)))
-            cursor = cls(int(seq), (int(a_ms), str(a_id)), (int(i_ms), str(i_id), int(i_ver)))
-        except (ValueError, TypeError):
-            raise ApiProblem("validation-error", "Last-Event-ID is not an id of this stream",
-                             [field_error("header.last-event-id", "not an id this stream sent", "invalid_cursor")]) \
-                from None
+            values = orjson.loads(base64.urlsafe_b64decode(rest + "=" * (-len(rest) % 4)))
+            if not isinstance(values, list):
+                raise ValueError
+            if len(values) == 5:  # an id from before alerts were streamed: alerts from its incident time
+                values = [*values, values[2], "", 0]
+            keys: dict[Kind, tuple] = {}
+            for kind in KINDS:
+                width = 3 if FEEDS[kind].versioned else 2
+                part, values = values[:width], values[width:]
+                keys[kind] = (int(part[0]), str(part[1]), *(int(v) for v in part[2:]))
+            if values or any(len(keys[k]) != (3 if FEEDS[k].versioned else 2) for k in KINDS):
+                raise ValueError
+            cursor = cls(int(seq), keys)
+        except (ValueError, TypeError, IndexError):
+            raise _bad_id("is not an id this stream sent") from None
         if cursor.seq < 0:
-            raise ApiProblem("validation-error", "Last-Event-ID has a negative sequence",
-                             [field_error("header.last-event-id", "negative sequence", "invalid_cursor")])
+            raise _bad_id("has a negative sequence")
         return cursor
 
 
@@ -76,7 +114,7 @@ def start_cursor(since: Annotated[datetime | None, Query(alias="from", descripti
     if last_event_id:
         return Cursor.decode(last_event_id)
     ms = store_api.utc_ms(since) if since is not None else int(time.time() * 1000)
-    return Cursor(0, (ms, ""), (ms, "", 0))
+    return Cursor(0, {kind: FEEDS[kind].start_key(ms) for kind in KINDS})
 
 
 @dataclass
@@ -110,22 +148,22 @@ def build_stream_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRou
     lookback_ms = int(serve.stream_lookback_s * 1000)
 
     def poll(kind: Kind, lo_ms: int, severity: list[str] | None) -> list[dict[str, Any]]:
-        if kind == "anomalies":
-            cols, table, time_col, order = store_api.ANOMALY_COLUMNS, "anomalies", "window_start", "window_start, id"
-        else:
-            cols, table, time_col, order = store_api.INCIDENT_COLUMNS, "incidents", "end_time", "end_time, id"
-        where = f"{time_col} >= fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')"
+        feed = FEEDS[kind]
+        where = f"{feed.time_col} >= fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')"
         params: dict[str, Any] = {"lo": lo_ms}
         if severity:
             where += " AND severity IN {severity:Array(String)}"
             params["severity"] = severity
-        sql = f"SELECT {cols}, {time_col} AS _t FROM {table} FINAL WHERE {where} ORDER BY {order} LIMIT {POLL_LIMIT}"
+        order = f"{feed.time_col}, id" + (", version" if feed.versioned else "")
+        sql = (f"SELECT {feed.columns}, {feed.time_col} AS _t FROM {feed.source} WHERE {where} ORDER BY {order} "
+               f"LIMIT {POLL_LIMIT}")
         return reader.one(sql, params, store_api.Stats(), store_api.new_query_id())
 
     @router.get("/stream", response_class=EventSourceResponse, tags=["stream"],
-                summary="Server-sent events: new anomalies and incident updates (data, heartbeat, error, complete)")
+                summary="Server-sent events: new anomalies, incident updates and alerts (data, heartbeat, error, "
+                        "complete)")
     async def stream(request: Request, cursor: Annotated[Cursor, Depends(start_cursor)],
-                     kinds: Annotated[list[Kind] | None, Query(description="what to stream (default both)")] = None,
+                     kinds: Annotated[list[Kind] | None, Query(description="what to stream (default all)")] = None,
                      severity: Annotated[list[str] | None, Query(max_length=20, description="only these severities")] = None,
                      heartbeat_s: Annotated[float, Query(ge=0.2, le=300)] = serve.stream_heartbeat_s,
                      duration_s: Annotated[float | None, Query(gt=0, le=86_400, description="end with a `complete` "
@@ -149,13 +187,12 @@ def build_stream_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRou
 
         # What is already stored at the cursor counts as seen; only what lies past it is sent.
         for kind in wanted:
-            key = cursor.anomaly if kind == "anomalies" else cursor.incident
-            watches[kind].horizon_ms = key[0] - lookback_ms
+            watches[kind].horizon_ms = cursor.keys[kind][0] - lookback_ms
         while True:
             if await request.is_disconnected():
                 return
             for kind in wanted:
-                watch = watches[kind]
+                watch, feed = watches[kind], FEEDS[kind]
                 try:
                     rows = await run_in_threadpool(poll, kind, watch.horizon_ms, severity)
                 except HubError as exc:
@@ -165,23 +202,16 @@ def build_stream_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRou
                     continue
                 for row in rows:
                     t_ms = store_api.utc_ms(row.pop("_t"))
-                    if kind == "anomalies":
-                        key: tuple = (t_ms, row["id"])
-                        if not watch.is_new(row["id"], t_ms, 0, key, cursor.anomaly):
-                            continue
-                        cursor.anomaly = max(key, sent_max.get(kind) or key)
-                        sent_max[kind] = cursor.anomaly
-                        payload = {"kind": "anomaly", "data": Anomaly(**row).model_dump(mode="json")}
-                    else:
-                        key = (t_ms, row["id"], row["version"])
-                        if not watch.is_new(row["id"], t_ms, row["version"], key, cursor.incident):
-                            continue
-                        cursor.incident = max(key, sent_max.get(kind) or key)
-                        sent_max[kind] = cursor.incident
-                        payload = {"kind": "incident", "data": Incident(**row).model_dump(mode="json")}
-                    yield event("data", payload)
+                    version = row["version"] if feed.versioned else 0
+                    key: tuple = (t_ms, row["id"], version) if feed.versioned else (t_ms, row["id"])
+                    if not watch.is_new(row["id"], t_ms, version, key, cursor.keys[kind]):
+                        continue
+                    cursor.keys[kind] = max(key, sent_max.get(kind) or key)
+                    sent_max[kind] = cursor.keys[kind]
+                    yield event("data", {"kind": feed.payload_kind,
+                                         "data": feed.model(**row).model_dump(mode="json")})
                     last_sent = time.monotonic()
-                newest = (cursor.anomaly if kind == "anomalies" else cursor.incident)[0]
+                newest = cursor.keys[kind][0]
                 watch.advance(max(newest, watch.horizon_ms + lookback_ms), lookback_ms)
             now = time.monotonic()
             if duration_s is not None and now - started >= duration_s:

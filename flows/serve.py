@@ -1,6 +1,6 @@
 """`hub serve`: the HTTP API over the store (FastAPI on uvicorn), OpenAPI at /docs.
 
-Wiring only: the routes (flows/api_read.py), the shared problem/key/paging helpers
+Wiring only: the routes (flows/api_read.py, flows/api_ops.py), the shared problem/key/paging helpers
 (flows/api_common.py) and the store queries (connectors/store_api.py) meet here. On an
 embedded store that a `hub run` serves live, reads go to that run over HTTP; otherwise the
 store is opened in this process (and a `hub run` on it cannot start until this stops).
@@ -23,6 +23,7 @@ from connectors import live_store, store_api
 from connectors.ingest_producer import IngestProducer
 from connectors.clickhouse import chdb_path, is_embedded
 from flows.api_common import PROBLEMS, ApiKeys, ApiProblem, install_problem_handlers, is_loopback, key_digests
+from flows.api_ops import build_ops_router
 from flows.api_read import build_read_router
 from flows.api_stream import build_stream_router
 from flows.ingest import build_ingest_router
@@ -59,13 +60,15 @@ def create_app(cfg: HubConfig, reader: store_api.StoreReader | None = None, keys
 
     app = FastAPI(title=API_TITLE, version="1", lifespan=lifespan,
                   description="Read the hub's store: windowed metrics with percentiles from merged histograms, "
-                              "events, anomalies and incidents with their event graph. Every answer is one "
+                              "events, anomalies and incidents with their event graph, alerts, budget status, "
+                              "compliance reports and registry assets. Every answer is one "
                               "wrapper (status, query id, data, pagination, execution metrics); every error an "
                               "RFC 9457 problem detail (application/problem+json).",
                   responses=PROBLEM_RESPONSES)
     app.state.reader = reader
     install_problem_handlers(app)
     app.include_router(build_read_router(cfg, reader), dependencies=[Depends(ApiKeys(digests))])
+    app.include_router(build_ops_router(cfg, reader), dependencies=[Depends(ApiKeys(digests))])
     app.include_router(build_ingest_router(cfg, producer), dependencies=[Depends(ApiKeys(digests))])
     app.include_router(build_stream_router(cfg, reader), dependencies=[Depends(ApiKeys(digests))])
 

@@ -16,6 +16,7 @@ from schemas.incidents import stable_id
 AlertStatus = Literal["firing", "resolved"]
 # What made this version of an alert: it started firing, was re-sent while firing, or resolved.
 AlertEvent = Literal["firing", "renotify", "resolved"]
+AlertKind = Literal["threshold", "anomaly", "incident", "budget"]
 NotificationStatus = Literal["pending", "sent", "failed"]
 # ReplacingMergeTree version of a notification row: a final state always wins over pending.
 NOTIFICATION_RANK = {"pending": 0, "sent": 1, "failed": 1}
@@ -37,7 +38,7 @@ class AlertRecord(msgspec.Struct, kw_only=True):
     id: str
     version: int
     rule: str
-    kind: Literal["threshold", "anomaly", "incident", "budget"]
+    kind: AlertKind
     status: AlertStatus
     event: AlertEvent
     severity: str

@@ -190,3 +190,95 @@ class IncidentGraph(Incident):
     edges: list[IncidentEdge]
     overflow: int = Field(description="members beyond the kept ones (not in the graph)")
     merged_into: str
+
+
+class Alert(BaseModel):
+    """One version of an alert: its current state (/alerts) or one step of its history."""
+
+    id: str
+    version: int
+    rule: str
+    kind: str = Field(description="threshold | anomaly | incident | budget")
+    status: str = Field(description="firing | resolved")
+    event: str = Field(description="what made this version: firing | renotify | resolved")
+    severity: str
+    labels: dict[str, str]
+    value: float
+    threshold: float
+    starts_at: datetime
+    ends_at: datetime | None
+    updated_at: datetime = Field(description="event time of this version")
+    summary: str
+    anomaly_ids: list[str]
+    incident_ids: list[str]
+
+
+class BudgetStatus(BaseModel):
+    """A budget's standing in one period, as of its latest update (event time)."""
+
+    budget: str
+    scope: str
+    period: str
+    period_start: datetime
+    period_end: datetime
+    amount_usd: float
+    spend: float
+    forecast: float = Field(description="period-end spend at the burn rate so far")
+    pct_used: float = Field(description="percent of amount_usd spent (85.0 = 85%)")
+    updated_at: datetime
+
+
+class ComplianceReport(BaseModel):
+    """Compliance of one scope (all, an asset or a team) over one hour or day; rates are null when
+    nothing was evaluated, `*_change` compare with the window before."""
+
+    id: str
+    version: int
+    granularity: str
+    window_start: datetime
+    window_end: datetime
+    scope_kind: str
+    scope: str
+    evaluations: int
+    compliant: int
+    non_compliant: int
+    violations: int
+    compliance_rate: float | None
+    violation_rate: float | None
+    violations_by_type: dict[str, int]
+    violations_by_severity: dict[str, int]
+    prev_evaluations: int
+    prev_violations: int
+    prev_compliance_rate: float | None
+    compliance_rate_change: float | None
+    violation_rate_change: float | None
+    violations_change: int
+    asset_name: str
+    asset_version: str
+    asset_owner: str
+    asset_category: str
+    asset_tags: list[str]
+
+
+class Asset(BaseModel):
+    """The registry's latest profile of one asset (model, endpoint, ...)."""
+
+    asset_id: str
+    name: str
+    asset_type: str
+    version: str
+    owner: str
+    category: str
+    provider: str
+    tags: list[str]
+    description: str
+    status: str
+    stage: str
+    versions: dict[str, str]
+    replacement_asset_id: str
+    sunset_date: str
+    registered_at: datetime
+    updated_at: datetime
+    last_event_id: str
+    last_event_type: str
+    events: int = Field(description="registry events folded into this profile")

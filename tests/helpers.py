@@ -21,6 +21,8 @@ from config.settings import SOURCES, ClickHouseSettings
 from connectors.clickhouse import connect
 
 ROOT = Path(__file__).resolve().parents[1]
+# Budgets and alert rules that fire on synthetic traffic: stores read by serve/dashboard tests.
+ALERTING_CONFIG = ROOT / "tests/data/alerting.toml"
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1) -> Any:

@@ -18,7 +18,7 @@ import yaml
 
 from config.settings import ClickHouseSettings
 from connectors.clickhouse import connect, read_only_settings
-from tests.helpers import ROOT
+from tests.helpers import ALERTING_CONFIG, ROOT
 
 BOARDS = sorted((ROOT / "dashboards/json").glob("*.json"))
 DATASOURCE_UID = "hub-clickhouse"
@@ -40,6 +40,15 @@ EXPECTED: dict[tuple[str, str], list[str]] = {
     ("hub-cost", "Cost per team"): ["time", "team", "cost_usd"],
     ("hub-cost", "Unit cost per model"): ["model", "requests", "cost_usd", "cost_per_request", "cost_per_1k_tokens"],
     ("hub-cost", "Cost by where it came from"): ["cost_source", "model", "calls", "cost_usd"],
+    ("hub-cost", "Budget used"): ["budget", "pct_used"],
+    ("hub-cost", "Budgets"): ["budget", "scope", "period", "period_start", "amount_usd", "spend", "forecast", "pct_used",
+                              "updated_at"],
+    ("hub-alerts", "Firing alerts"): ["firing"],
+    ("hub-alerts", "Alerts started per rule"): ["time", "rule", "alerts"],
+    ("hub-alerts", "Current alerts"): ["starts_at", "rule", "kind", "severity", "status", "value", "threshold", "summary",
+                                       "labels", "ends_at"],
+    ("hub-alerts", "Alert history"): ["updated_at", "id", "version", "rule", "event", "severity", "value", "summary"],
+    ("hub-alerts", "Alerts"): ["time", "timeEnd", "text", "tags"],
     ("hub-quality", "Dead letters per reason"): ["time", "code", "dead_letters"],
     ("hub-quality", "Dead letters per source"): ["time", "source", "dead_letters"],
     ("hub-quality", "Late events per source"): ["time", "source", "late_events"],
@@ -58,6 +67,10 @@ EXPECTED: dict[tuple[str, str], list[str]] = {
     ("hub-compliance", "Compliance rate"): ["time", "compliance_rate"],
     ("hub-compliance", "Policy violations and security findings"): ["time", "metric", "findings"],
     ("hub-compliance", "Violations by type and severity"): ["event_type", "severity", "events"],
+    ("hub-compliance", "Compliance rate per team (hourly reports)"): ["time", "team", "compliance_rate"],
+    ("hub-compliance", "Daily compliance per asset"): ["window_start", "asset", "asset_owner", "evaluations",
+                                                       "non_compliant", "violations", "compliance_rate",
+                                                       "compliance_rate_change", "violations_by_severity"],
 }
 
 
@@ -93,11 +106,13 @@ ALL = list(queries())
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """~30k synthetic events through `hub run`, plus two anomalies (the generator's series are calm)."""
+    """~30k synthetic events through `hub run` with budgets and alert rules that fire (so
+    budget_status and alerts have rows, as compliance_reports do), plus two anomalies (the
+    generator's series are calm)."""
     path = tmp_path_factory.mktemp("dashboards") / "store"
     r = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--events", "30000", "--rate", "20",
-                        "--clickhouse", f"chdb://{path}"], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                       env=dict(os.environ))
+                        "--clickhouse", f"chdb://{path}", "--config", str(ALERTING_CONFIG)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ))
     assert r.returncode == 0, r.stderr
     settings = ClickHouseSettings(dsn=f"chdb://{path}")
     with closing(connect(settings)) as client:
@@ -112,7 +127,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def test_every_query_has_an_expectation_and_uses_the_provisioned_data_source() -> None:
-    assert len(BOARDS) == 5 and len(ALL) == len(EXPECTED)
+    assert len(BOARDS) == 6 and len(ALL) == len(EXPECTED)
     assert {(uid, title) for uid, title, _ in ALL} == set(EXPECTED)
     for uid, title, target in ALL:
         assert target["datasource"] == {"type": "grafana-clickhouse-datasource", "uid": DATASOURCE_UID}, (uid, title)

@@ -21,7 +21,7 @@ from config.settings import load_config
 from connectors import store_api
 from connectors.clickhouse import connect
 from flows.serve import create_app
-from tests.helpers import ROOT, same_store
+from tests.helpers import ALERTING_CONFIG, ROOT, same_store
 
 PROBLEM = "application/problem+json"
 
@@ -33,9 +33,11 @@ def hub(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A store filled by `hub run`: ~30k synthetic events over ~25 minutes of event time."""
+    """A store filled by `hub run`: ~30k synthetic events over ~25 minutes of event time, with
+    budgets and alert rules that fire (tests/data/alerting.toml)."""
     path = tmp_path_factory.mktemp("serve") / "store"
-    r = hub("run", "--events", "30000", "--rate", "20", "--clickhouse", f"chdb://{path}")
+    r = hub("run", "--events", "30000", "--rate", "20", "--clickhouse", f"chdb://{path}",
+            "--config", str(ALERTING_CONFIG))
     assert r.returncode == 0, r.stderr
     return f"chdb://{path}"
 
@@ -149,6 +151,138 @@ def test_anomalies_and_incidents_with_their_graph(api: TestClient) -> None:
     assert all(a["score"] >= 0.5 for a in anomalies.json()["data"])
 
 
+# -- alerts, budgets, compliance reports, assets ---------------------------------------------------
+
+def stored(store: str, sql: str) -> list[tuple]:
+    with closing(connect(load_config(overrides={"clickhouse.dsn": store}).clickhouse, read_only=True)) as client:
+        return client.query(sql).result_rows
+
+
+@pytest.mark.parametrize(("path", "key"), [
+    ("/api/v1/alerts/history", ("updated_at", "id", "version")),
+    ("/api/v1/compliance", ("window_start", "id")),
+    ("/api/v1/assets", ("asset_id",)),
+])
+def test_the_new_listings_page_by_links_in_both_directions(api: TestClient, path: str, key: tuple[str, ...]) -> None:
+    whole = api.get(path, params={"per_page": 1000}).json()
+    expected = keys(whole, *key)
+    assert len(expected) >= 8 and len(set(expected)) == len(expected)
+    per_page = 3
+    forward = walk(api, f"{path}?per_page={per_page}", "next")
+    assert [a["pagination"]["page"] for a in forward] == list(range(1, -(-len(expected) // per_page) + 1))
+    assert [k for a in forward for k in keys(a, *key)] == expected
+    backward = walk(api, forward[0]["pagination"]["links"]["last"], "prev")
+    assert [k for a in reversed(backward) for k in keys(a, *key)] == expected
+
+
+def test_current_alerts_are_each_alerts_latest_version(api: TestClient, store: str) -> None:
+    current = api.get("/api/v1/alerts", params={"per_page": 1000}).json()
+    latest = dict(stored(store, "SELECT id, max(version) FROM alerts FINAL GROUP BY id"))
+    assert {a["id"]: a["version"] for a in current["data"]} == latest
+    assert current["pagination"]["total_items"] == len(latest)
+    starts = [datetime.fromisoformat(a["starts_at"]) for a in current["data"]]
+    assert starts == sorted(starts, reverse=True), "newest start first"
+
+    by_state = {state: api.get("/api/v1/alerts", params={"state": state, "per_page": 1000}).json()["data"]
+                for state in ("firing", "resolved")}
+    assert by_state["firing"] and by_state["resolved"]
+    assert all(a["status"] == state and (a["ends_at"] is None) == (state == "firing")
+               for state, rows in by_state.items() for a in rows)
+    assert len(by_state["firing"]) + len(by_state["resolved"]) == len(latest)
+    assert {a["kind"] for a in current["data"]} == {"budget", "threshold", "incident"}
+
+    p95 = api.get("/api/v1/alerts", params={"rule": "p95-latency", "severity": "medium",
+                                            "label": ["model=gpt-4o", "metric=latency_ms"]}).json()["data"]
+    assert len(p95) == 1 and p95[0]["labels"]["model"] == "gpt-4o" and p95[0]["value"] > p95[0]["threshold"]
+    middle = sorted(starts)[len(starts) // 2]
+    later = api.get("/api/v1/alerts", params={"from": middle.isoformat(), "per_page": 1000}).json()["data"]
+    assert later and len(later) < len(latest)
+    assert all(datetime.fromisoformat(a["starts_at"]) >= middle for a in later)
+
+
+def test_alert_history_has_every_version(api: TestClient, store: str) -> None:
+    history = api.get("/api/v1/alerts/history", params={"per_page": 1000}).json()
+    assert history["pagination"]["total_items"] == stored(store, "SELECT count() FROM alerts FINAL")[0][0]
+    resolved = api.get("/api/v1/alerts", params={"state": "resolved", "per_page": 1}).json()["data"][0]
+    versions = api.get("/api/v1/alerts/history", params={"alert_id": resolved["id"]}).json()["data"]
+    assert versions[0] == resolved, "the current state is the newest version"
+    assert [v["version"] for v in versions] == list(range(resolved["version"], 0, -1))
+    assert versions[0]["event"] == "resolved" and versions[-1]["event"] == "firing"
+    fired = api.get("/api/v1/alerts/history", params={"event": "firing", "kind": "budget"}).json()["data"]
+    assert fired and all(v["event"] == "firing" and v["kind"] == "budget" for v in fired)
+
+
+def test_budget_status_per_budget_and_period(api: TestClient, store: str) -> None:
+    rows = api.get("/api/v1/budgets").json()["data"]
+    expected = stored(store, "SELECT budget, toString(toDate(period_start)), spend, updated_at FROM budget_status FINAL")
+    assert sorted((b["budget"], b["period_start"][:10], b["spend"]) for b in rows) == \
+        sorted((b, day, spend) for b, day, spend, _ in expected)
+    assert {b["budget"] for b in rows} == {"global-day", "search-month"}
+    latest = api.get("/api/v1/budgets", params={"latest": "true"}).json()["data"]
+    assert sorted(b["budget"] for b in latest) == ["global-day", "search-month"]
+    newest = {}
+    for b in rows:
+        newest[b["budget"]] = max(newest.get(b["budget"], ""), b["period_start"])
+    assert all(b["period_start"] == newest[b["budget"]] for b in latest)
+    day = api.get("/api/v1/budgets", params={"period": "day"}).json()["data"]
+    assert day and all(b["period"] == "day" and b["scope"] == "global" for b in day)
+    over = [b for b in day if b["spend"] > b["amount_usd"]]
+    assert over and all(b["pct_used"] == pytest.approx(100 * b["spend"] / b["amount_usd"]) for b in over)
+
+
+def test_compliance_reports_by_granularity_scope_and_time(api: TestClient, store: str) -> None:
+    team = api.get("/api/v1/compliance", params={"granularity": "hour", "team": "search"}).json()
+    assert team["data"] and all((r["granularity"], r["scope_kind"], r["scope"]) == ("hour", "team", "search")
+                                for r in team["data"])
+    count = stored(store, "SELECT count() FROM compliance_reports FINAL "
+                          "WHERE granularity = 'hour' AND scope_kind = 'team' AND scope = 'search'")[0][0]
+    assert team["pagination"]["total_items"] == count
+    assets = api.get("/api/v1/compliance", params={"scope_kind": "asset", "granularity": "day"}).json()["data"]
+    assert assets and all(r["scope_kind"] == "asset" for r in assets)
+    assert all(r["evaluations"] == r["compliant"] + r["non_compliant"] for r in assets)
+    one = assets[0]["scope"]
+    assert [r["scope"] for r in api.get("/api/v1/compliance", params={"asset": one, "granularity": "day"}
+                                        ).json()["data"]] == [one]
+    window = team["data"][-1]["window_start"]
+    ranged = api.get("/api/v1/compliance", params={"team": "search", "granularity": "hour", "to": window}).json()
+    assert ranged["data"] == [] and ranged["pagination"]["total_items"] == 0
+
+
+def test_assets_are_the_registrys_latest_profiles(api: TestClient, store: str) -> None:
+    body = api.get("/api/v1/assets").json()
+    expected = dict(stored(store, "SELECT asset_id, events FROM assets FINAL"))
+    assert {a["asset_id"]: a["events"] for a in body["data"]} == expected
+    ids = [a["asset_id"] for a in body["data"]]
+    assert ids == sorted(ids)
+    one = body["data"][0]
+    got = api.get(f"/api/v1/assets/{one['asset_id']}").json()
+    assert got["data"] == one and got["status"] == "success"
+    owned = api.get("/api/v1/assets", params={"owner": one["owner"], "asset_type": one["asset_type"]}).json()["data"]
+    assert one in owned and all(a["owner"] == one["owner"] for a in owned)
+    missing = api.get("/api/v1/assets/no-such-asset")
+    assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM
+
+
+@pytest.mark.parametrize(("path", "params", "field"), [
+    ("/api/v1/alerts", {"state": "open"}, "query.state"),
+    ("/api/v1/alerts", {"severity": "urgent"}, "query.severity"),
+    ("/api/v1/alerts", {"label": "model"}, "query.label.0"),
+    ("/api/v1/alerts/history", {"event": "fired"}, "query.event"),
+    ("/api/v1/alerts/history", {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "query.from"),
+    ("/api/v1/budgets", {"period": "year"}, "query.period"),
+    ("/api/v1/compliance", {"granularity": "week"}, "query.granularity"),
+    ("/api/v1/compliance", {"scope_kind": "team", "asset": "gpt-4o"}, "query.scope_kind"),
+    ("/api/v1/assets", {"owner": "a b"}, "query.owner"),
+    ("/api/v1/assets", {"after": "not-a-cursor"}, "query.after"),
+])
+def test_a_bad_filter_is_a_problem_naming_the_field(api: TestClient, path: str, params: dict, field: str) -> None:
+    r = api.get(path, params=params)
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM, r.text
+    body = r.json()
+    assert body["code"] == "VALIDATION_ERROR" and body["instance"] == path
+    assert field in {e["field"] for e in body["errors"]}, body
+
+
 # -- problems -------------------------------------------------------------------------------------
 
 def test_bad_parameters_are_problems_with_field_errors(api: TestClient) -> None:
@@ -230,7 +364,12 @@ def test_hub_serve_off_loopback_without_keys_refuses_to_start(tmp_path: Path) ->
 def test_openapi_describes_every_route_and_the_problem_shape(api: TestClient) -> None:
     spec = api.get("/openapi.json").json()
     assert {"/api/v1/metrics", "/api/v1/events", "/api/v1/anomalies", "/api/v1/incidents",
-            "/api/v1/incidents/{incident_id}"} <= set(spec["paths"])
+            "/api/v1/incidents/{incident_id}", "/api/v1/alerts", "/api/v1/alerts/history", "/api/v1/budgets",
+            "/api/v1/compliance", "/api/v1/assets", "/api/v1/assets/{asset_id}"} <= set(spec["paths"])
+    alerts = spec["paths"]["/api/v1/alerts"]["get"]
+    assert {p["name"] for p in alerts["parameters"]} >= {"state", "rule", "severity", "from", "to", "after", "per_page"}
+    assert PROBLEM in alerts["responses"]["422"]["content"]
+    assert {"Alert", "BudgetStatus", "ComplianceReport", "Asset"} <= set(spec["components"]["schemas"])
     metrics = spec["paths"]["/api/v1/metrics"]["get"]
     assert {p["name"] for p in metrics["parameters"]} >= {"name", "window", "group_by", "from", "to", "after", "before"}
     assert PROBLEM in metrics["responses"]["422"]["content"]

@@ -1,8 +1,9 @@
-"""`GET /api/v1/stream`: server-sent events of anomalies and incidents written while a client
-listens, against a real ClickHouse HTTP server (chdb-backed): data / heartbeat / complete /
+"""`GET /api/v1/stream`: server-sent events of anomalies, incidents and alerts written while a
+client listens, against a real ClickHouse HTTP server (chdb-backed): data / heartbeat / complete /
 error events, sequence numbers, and resuming from Last-Event-ID."""
 from __future__ import annotations
 
+import base64
 import time
 from contextlib import closing
 from typing import Any
@@ -38,6 +39,19 @@ def incident(client: Any, iid: str, version: int, status: str = "open") -> None:
                                  OPENED_MS, now, ["gpt-4o"], "a1", ["first"], ["latency"], {"performance": 0.8},
                                  ["a1"], ["root_cause"], ["telemetry"], ["anomaly"], [OPENED_MS], 0, ""]],
                   column_names=INCIDENT_COLS)
+
+
+ALERT_STARTS_MS = int(time.time() * 1000) - 120_000
+
+
+def alert(client: Any, aid: str, version: int, status: str = "firing") -> None:
+    now = int(time.time() * 1000)
+    client.insert("alerts", [[aid, version, "gpt4o-p95", "threshold", status, status, "high",
+                              {"model": "gpt-4o", "metric": "latency_ms"}, 2600.0, 2000.0, ALERT_STARTS_MS,
+                              now if status == "resolved" else None, now, "p95 of latency_ms is 2600", [], []]],
+                  column_names=["id", "version", "rule", "kind", "status", "event", "severity", "labels", "value",
+                                "threshold", "starts_at", "ends_at", "updated_at", "summary", "anomaly_ids",
+                                "incident_ids"])
 
 
 def events(api: TestClient, url: str, headers: dict[str, str] | None = None, on_event=None) -> list[dict]:
@@ -83,6 +97,7 @@ def test_stream_sends_new_anomalies_and_incidents_and_resumes(server_store) -> N
             if ev["event"] == "heartbeat" and not wrote:
                 anomaly(writer, "a1", age_s=90)  # an earlier window than "now": still new
                 incident(writer, "i1", 1)
+                alert(writer, "al1", 1)
                 wrote.append("yes")
 
         got = events(api, "/api/v1/stream?heartbeat_s=0.3&duration_s=4", on_event=write_on_first_heartbeat)
@@ -91,8 +106,11 @@ def test_stream_sends_new_anomalies_and_incidents_and_resumes(server_store) -> N
         assert [e["data"]["sequence"] for e in got] == list(range(1, len(got) + 1))
         assert all(e["data"]["type"] == e["event"] for e in got)
         assert got[0]["retry"] == "2000"
-        data = [e for e in got if e["event"] == "data"]
+        data = [e for e in got if e["event"] == "data" and e["data"]["kind"] != "alert"]
         assert [(e["data"]["kind"], e["data"]["data"]["id"]) for e in data] == [("anomaly", "a1"), ("incident", "i1")]
+        alerts = [e["data"]["data"] for e in got if e["event"] == "data" and e["data"]["kind"] == "alert"]
+        assert [(a["id"], a["version"], a["status"], a["labels"]["model"]) for a in alerts] == \
+            [("al1", 1, "firing", "gpt-4o")]
         assert data[0]["data"]["data"]["score"] == pytest.approx(0.93)
         assert data[1]["data"]["data"]["version"] == 1
 
@@ -100,12 +118,16 @@ def test_stream_sends_new_anomalies_and_incidents_and_resumes(server_store) -> N
         # was written while away; the numbering goes on from the id.
         anomaly(writer, "a2", age_s=30)
         incident(writer, "i1", 2, status="closed")
+        alert(writer, "al1", 2, status="resolved")
         resumed = events(api, "/api/v1/stream?heartbeat_s=5&duration_s=1.5", headers={"Last-Event-ID": data[0]["id"]})
         seq = data[0]["data"]["sequence"]
         assert [e["data"]["sequence"] for e in resumed] == list(range(seq + 1, seq + 1 + len(resumed)))
         sent = [(e["data"]["kind"], e["data"]["data"]["id"], e["data"]["data"].get("version")) for e in resumed
                 if e["event"] == "data"]
-        assert sent == [("anomaly", "a2", None), ("incident", "i1", 2)], (resumed, data[0])
+        assert [x for x in sent if x[0] != "alert"] == [("anomaly", "a2", None), ("incident", "i1", 2)], \
+            (resumed, data[0])
+        # Every version of an alert is an event: the firing one (never acknowledged), then the resolution.
+        assert [x for x in sent if x[0] == "alert"] == [("alert", "al1", 1), ("alert", "al1", 2)]
         assert resumed[-1]["event"] == "complete"
 
         # From the last event of that stream: nothing new.
@@ -127,10 +149,21 @@ def test_bad_last_event_id_is_a_problem_and_store_errors_are_error_events(clickh
         r = api.get("/api/v1/stream", headers={"Last-Event-ID": "nonsense"})
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
         assert r.json()["errors"][0]["field"] == "header.last-event-id"
-        r = api.get("/api/v1/stream", params={"kinds": "alerts"})
+        r = api.get("/api/v1/stream", params={"kinds": "budgets"})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.kinds.0"
 
         clickhouse_server.stop(server)  # the store goes away under a listening client
         got = events(api, "/api/v1/stream?duration_s=1&heartbeat_s=5")
         errors = [e for e in got if e["event"] == "error"]
         assert errors and errors[0]["data"]["error"]["code"] == "StoreUnavailable" and got[-1]["event"] == "complete"
+
+
+def test_an_id_from_before_alerts_were_streamed_still_resumes() -> None:
+    """Browsers reconnect with the id they last got, possibly from the previous version of the hub."""
+    from flows.api_stream import Cursor
+
+    legacy = "7." + base64.urlsafe_b64encode(orjson.dumps([1000, "a", 2000, "i", 3])).decode().rstrip("=")
+    cursor = Cursor.decode(legacy)
+    assert cursor.seq == 7
+    assert cursor.keys == {"anomalies": (1000, "a"), "incidents": (2000, "i", 3), "alerts": (2000, "", 0)}
+    assert Cursor.decode(cursor.encode()) == cursor
