@@ -14,12 +14,15 @@ minute of event time. Work per step follows the windows that arrive and leave, n
 """
 from __future__ import annotations
 
+import heapq
+
 from config.detection import DetectionSettings
 from operators.correlate import Correlator, should_alert, signal_from_anomaly
 from operators.detect.bank import AnomalyDetectorBank
+from operators.feeds.book import Horizon
 from operators.windows import sketch
 from schemas.incidents import Signal
-from schemas.items import DetectionOutput
+from schemas.items import ALL_CLOSED, DetectionOutput
 from schemas.metrics import SeriesKey, WindowMetric
 
 
@@ -45,19 +48,29 @@ class DetectionState:
         self.shards_seen: set[str] = set()
         self.shards_done: set[str] = set()
         self.evicted_at_ms = NEVER
+        # Signals (events' and anomalies') wait until their time is whole across shards (as
+        # alerting and reports judge it): the correlator takes them in event-time order, so
+        # incidents do not depend on how shards interleave (a replay after a crash, or two
+        # processes, find the same ones).
+        self.signals_held: list[tuple[int, str, Signal]] = []
+        self.horizon = Horizon()
 
     def __setstate__(self, state: dict) -> None:
         if "held_by_end" not in state:  # snapshots taken before bounded holding
             state["held_by_end"], state["held_starts"] = {}, {}
             state["evicted_at_ms"] = NEVER
             state["latest_start"] = {s: t for s, t in state["latest_start"].items() if (s, t) in state["pending"]}
+        state.setdefault("signals_held", [])
+        state.setdefault("horizon", Horizon())
         self.__dict__.update(state)
         if not self.held_by_end:
             for key, w in self.pending.items():
                 self._hold(key, w)
 
-    def step(self, shard: str, windows: list[WindowMetric], signals: list[Signal], final: bool) -> DetectionOutput:
-        """Take one shard's closed windows and noteworthy events (`final`: the shard's last output);
+    def step(self, shard: str, windows: list[WindowMetric], signals: list[Signal], final: bool,
+             closed_ms: int = ALL_CLOSED, watermark_ms: int = 0) -> DetectionOutput:
+        """Take one shard's closed windows and noteworthy events (`final`: the shard's last output;
+        `closed_ms`, `watermark_ms`: its progress, as in ShardOutput, by default its windows' end);
         returns the anomalies and incidents found, and which of them go to the alerts topic.
 
         >>> from schemas.metrics import SeriesKey, WindowMetric
@@ -75,6 +88,7 @@ class DetectionState:
         ([('spike', 60)], True)
         """
         out = DetectionOutput()
+        final_shard = final
         self.shards_seen.add(shard)
         if final:
             self.shards_done.add(shard)
@@ -131,15 +145,15 @@ class DetectionState:
             if horizon >= self.evicted_at_ms + EVICT_EVERY_MS:
                 self.evicted_at_ms = horizon
                 self.bank.evict_idle(horizon)
-        for a in out.anomalies:
-            out.incidents += self.correlator.add(signal_from_anomaly(a))
-        for s in sorted(signals, key=lambda s: s.time_ms):
-            out.incidents += self.correlator.add(s)
-        watermark = max(self.shard_progress.values(), default=0)
-        if final:
-            out.incidents += self.correlator.flush(2**62)
-        elif watermark:
-            out.incidents += self.correlator.flush(watermark)
+        self.horizon.update(shard, closed_ms, watermark_ms or self.shard_progress.get(shard, 0), final_shard)
+        whole = self.horizon.complete_ms
+        held = self.signals_held
+        for sig in (*map(signal_from_anomaly, out.anomalies), *signals):
+            heapq.heappush(held, (sig.time_ms, sig.id, sig))
+        while held and held[0][0] < whole:
+            out.incidents += self.correlator.add(heapq.heappop(held)[2])
+        if whole:
+            out.incidents += self.correlator.flush(whole)
         out.alerts = [r for r in (*out.anomalies, *out.incidents) if should_alert(r, self.settings)]
         return out
 
