@@ -2,6 +2,7 @@
 and a ClickHouse outage — results compared exactly with a clean run."""
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from contextlib import closing
@@ -18,7 +19,9 @@ from tests.helpers import (HubProcess, digest_differences, http_settings, produc
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 START_MS = (int(time.time() * 1000) // 3_600_000 - 6) * 3_600_000
-CRASH_MESSAGES = 200_000
+# The suite's size for the repeated-SIGKILL test; issue 14's acceptance run sets 1,000,000
+# (HUB_TEST_CRASH_MESSAGES=1000000 pytest -k repeated_sigkill; ~4 min on 2 cores).
+CRASH_MESSAGES = int(os.environ.get("HUB_TEST_CRASH_MESSAGES", "200000"))
 
 
 def synthetic(n: int, seed: int = 3) -> list[bytes]:
@@ -81,7 +84,7 @@ def test_kafka_to_clickhouse_with_dead_letter_topic(kafka_bootstrap, tmp_path, m
 
 
 def test_repeated_sigkill_leaves_every_table_and_tier_as_a_clean_run(kafka_bootstrap, tmp_path, clickhouse_server):
-    """Over a million events on four partitions; the worker is SIGKILLed three times at different
+    """CRASH_MESSAGES messages on four partitions; the worker is SIGKILLed three times at different
     moments (early, straight after a restart, late) and restarted each time. Every table and every
     rollup tier must then equal a crash-free run's (the first release lost 2% from every rollup)."""
     env = topic_env(kafka_bootstrap, partitions=4)
