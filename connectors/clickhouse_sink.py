@@ -172,6 +172,9 @@ class _Writer(StatefulSinkPartition[Any, None]):
     def __init__(self, cfg: HubConfig, name: str = "clickhouse-0") -> None:
         self.cfg = cfg
         self.client = connect(cfg.clickhouse)
+        # pyarrow imports pandas on its first conversion from Python objects (1-2.6 s measured):
+        # paid here, at start, and not by the first batch of events.
+        pa.array([""])
         self.queue: queue.Queue = queue.Queue()
         self.backlog = _Backlog(BACKLOG_INSERTS * cfg.clickhouse.insert_batch_rows)
         telemetry.CLICKHOUSE_QUEUE_DEPTH.labels(writer=name).set_function(self.queue.qsize)
