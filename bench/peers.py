@@ -29,6 +29,44 @@ of one service (keyed by service, as a Collector does); `mix` picks one of the t
     python bench/peers.py --events 20000 --runs 1           # a smoke run
     python bench/peers.py --only floor,hub --runs 3 --json out.json
     python bench/peers.py --profile                         # + the hub under py-spy: top functions
+    python bench/peers.py --only floor,hub --hub-processes 2   # + rows `hub http`, `hub x2`
+    python bench/peers.py --only floor,hub --partitions 1,2,4  # one topic per count, one table
+    python bench/peers.py --only hub --latency              # + p50/p99 at half the measured rate
+
+Scale-out (issue 18 part 3). `--hub-processes N[,N...]` adds, per N > 1, the row `hub xN`: the
+hub as N processes of one Bytewax cluster (`hub run --until-end --no-migrate --process-id I
+--addresses ...`, as tests/test_pipeline_kafka.py runs it) on the same topic, writing to a real
+ClickHouse HTTP server that the bench starts (scripts/clickhouse_server.py: chdb serving HTTP in
+its own process, as the tests' `clickhouse_server` fixture does), each run into a fresh database
+migrated once up front. Its events/s runs from the cluster's first message to its last process
+done; peak RSS is per process (the table shows the largest, a footnote all of them and the
+events/s per process). It always adds `hub http` too: one process on the same server, since the
+embedded store and the HTTP one differ. Both are also names for `--only` (`hub-http`,
+`hub-xN`). The server shares the machine's cores with the hubs.
+
+Per partition count (issue 18 part 3). `--partitions 1,2,4` produces one topic per count (same
+events, same seed) and runs the chosen systems on each, run by run interleaved; the table gets a
+`parts` column and `vs floor` compares with the floor on the same topic. `--profile` and the
+latency run use the last count's topic.
+
+Latency (issue 18 part 4). `--latency` (or `--latency-rate R`, which implies it) measures, for
+`hub` and/or `hub-http` (those in the run; `hub` alone when only `--latency-rate` names none),
+the end-to-end latency at an offered rate: a fresh, empty topic (the last --partitions count),
+the hub started on it without --until-end, and once its source polls Kafka the bench produces
+`--latency-events` events (default --events) at R events/s (default: half that system's median
+events/s measured above, on that partition count), event times running with the wall clock.
+The run stops itself when all events went through (as Ctrl-C stops `hub run`: drained and
+flushed). Latency is what the hub measures for `hub_end_to_end_latency_seconds`, the mechanism
+bench/pipeline.py uses: the ClickHouse writer records, when the insert holding a message
+returned (queryable), that minus the message's broker timestamp (CreateTime, set when the
+producer takes the message, so its 20 ms linger counts), 1 message in 64
+(connectors.worker_metrics.LATENCY_SAMPLE); the worker reports p50, p99 and max of that sample.
+The writer inserts every clickhouse.insert_max_delay_s (1 s) or 10,000 rows, which bounds p50
+from below. Latency runs once, whatever --runs.
+
+`--json` adds `topics` (one per count), `latency` (the latency runs, their figures in
+`latency`), per run `partitions`, `processes` and `rss_per_process_mb`; with several partition
+counts `median` is keyed `SYSTEM@PARTITIONS` and `hub_vs_floor` is per partition count.
 
 Importing this file does nothing; the project modules, msgspec and confluent-kafka are imported
 where used, because the Quix worker runs this same file in the Quix virtualenv.
@@ -48,6 +86,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -110,17 +149,18 @@ def iso_ms(t_ms: int) -> str:
 
 
 class Calls:
-    """Deterministic calls for a seed, event times spread evenly over [start_ms, start_ms + SPAN_MS)."""
+    """Deterministic calls for a seed, event times spread evenly over [start_ms, start_ms + span_ms)."""
 
-    def __init__(self, total: int, seed: int, start_ms: int) -> None:
+    def __init__(self, total: int, seed: int, start_ms: int, span_ms: int = SPAN_MS) -> None:
         self.rng = random.Random(seed)
         self.total = total
         self.start_ms = start_ms
+        self.span_ms = span_ms
         self.i = 0
 
     def next(self) -> Call:
         rng = self.rng
-        t = int(self.start_ms + self.i * SPAN_MS / self.total + rng.gauss(0.0, 150.0))
+        t = int(self.start_ms + self.i * self.span_ms / self.total + rng.gauss(0.0, 150.0))
         self.i += 1
         name, provider, median = MODELS[int(rng.random() * len(MODELS))]
         error = ERRORS[int(rng.random() * len(ERRORS))] if rng.random() < 0.025 else None
@@ -171,14 +211,15 @@ def otlp_batch(calls: list[Call]) -> dict[str, Any]:
                                                          "version": "0.1"}, "spans": spans}]}]}
 
 
-def messages(total: int, fmt: str, seed: int, start_ms: int) -> Iterator[list[tuple[bytes, bytes, int]]]:
+def messages(total: int, fmt: str, seed: int, start_ms: int, span_ms: int = SPAN_MS,
+             chunk: int = PRODUCE_CHUNK) -> Iterator[list[tuple[bytes, bytes, int]]]:
     """Chunks of (key, value, events) holding exactly `total` events in format `fmt`."""
     import msgspec
 
     from connectors.synthetic_wire import base_to_hub
 
     enc = msgspec.json.Encoder()
-    calls = Calls(total, seed, start_ms)
+    calls = Calls(total, seed, start_ms, span_ms)
     pick = random.Random(seed + 1)
     out: list[tuple[bytes, bytes, int]] = []
     done = 0
@@ -199,7 +240,7 @@ def messages(total: int, fmt: str, seed: int, start_ms: int) -> Iterator[list[tu
                 obj["event_time"] = c.t_ms  # hub producers send epoch ms
             out.append((c.model.encode(), enc.encode(obj), 1))
             done += 1
-        if len(out) >= PRODUCE_CHUNK:
+        if len(out) >= chunk:
             yield out
             out = []
     if out:
@@ -227,11 +268,17 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
 
 
-def produce_topic(bootstrap: str, name: str, events: int, partitions: int, fmt: str, seed: int) -> TopicInfo:
-    """Create the topic and fill it; every message must be delivered."""
+def produce_topic(bootstrap: str, name: str, events: int, partitions: int, fmt: str, seed: int,
+                  rate: float | None = None, create: bool = True) -> TopicInfo:
+    """Create the topic (unless `create` is false) and fill it; every message must be delivered.
+
+    With `rate` (events/s, the latency mode) the events are sent at that pace in 20 ms steps and
+    their event times run with the wall clock (from now, over events / rate seconds), as live
+    traffic does; without it as fast as the producer goes, event times over the last hour."""
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    create_topic(bootstrap, name, partitions)
+    if create:
+        create_topic(bootstrap, name, partitions)
     # murmur2_random: the partitioner of Kafka's Java clients. librdkafka's default (CRC32) puts these
     # five models on 3 of 4 partitions (0, 2, 2, 2, 3); murmur2 on all four (1, 3, 2, 0, 0).
     p = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": "20",
@@ -244,10 +291,18 @@ def produce_topic(bootstrap: str, name: str, events: int, partitions: int, fmt: 
         if err is not None and len(failed) < 5:
             failed.append(err.str())
 
-    start_ms = int(time.time() * 1000) - SPAN_MS
-    n_msgs = n_bytes = 0
+    if rate is None:
+        start_ms, span_ms, chunk_size = int(time.time() * 1000) - SPAN_MS, SPAN_MS, PRODUCE_CHUNK
+    else:
+        start_ms, span_ms, chunk_size = int(time.time() * 1000), int(events / rate * 1000), max(int(rate / 50), 1)
+    n_msgs = n_bytes = sent = 0
     t0 = time.perf_counter()
-    for chunk in messages(events, fmt, seed, start_ms):
+    for chunk in messages(events, fmt, seed, start_ms, span_ms, chunk_size):
+        if rate is not None:
+            ahead = sent / rate - (time.perf_counter() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+            sent += sum(n for _, _, n in chunk)
         for key, value, _ in chunk:
             while True:
                 try:
@@ -329,8 +384,13 @@ def warm_chdb(path: str) -> float:
     scratch database, so a short run measures throughput rather than that. Returns its seconds."""
     import clickhouse_connect
 
+    return warm_store(clickhouse_connect.get_client(dsn=f"chdb://{path}"))
+
+
+def warm_store(client: Any) -> float:
+    """warm_chdb's scratch work on any clickhouse-connect client (closed after); also done once on
+    the HTTP server, before the first run against it. Returns its seconds."""
     t0 = time.perf_counter()
-    client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
     try:
         client.command("CREATE DATABASE IF NOT EXISTS peers_warmup")
         client.command("CREATE TABLE peers_warmup.raw (id String, ts DateTime64(3, 'UTC'), "
@@ -564,12 +624,21 @@ def hub_worker(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
 
     `hub run` prints its own time from the start of the dataflow (Bytewax setup included) and
     then runs summary queries; timing from the first batch to the end of `cli_main` instead
-    measures the hub exactly as the other two are measured.
+    measures the hub exactly as the other two are measured. Marks are also returned on the wall
+    clock (`first_at`, `done_at`), so the parent can time a cluster from its first message to
+    its last process done.
+
+    `--tail` (the latency mode; `hub run` without --until-end): the ready file is created when
+    the source first polls Kafka (the parent starts producing then), and the run is stopped as
+    Ctrl-C would stop it (connectors.shutdown: the flow drains and flushes) once
+    --expect-events events went through, or none came for --idle-timeout seconds. The latencies
+    are the ones the ClickHouse writer samples for hub_end_to_end_latency_seconds
+    (worker_metrics.LATENCY_SAMPLE: insert returned - broker timestamp, 1 message in 64).
     """
     sys.path.insert(0, str(ROOT))
     import bytewax.run
 
-    from connectors import kafka_source, worker_metrics
+    from connectors import kafka_source, shutdown, worker_metrics
     from flows.cli import main
 
     marks: dict[str, float] = {}
@@ -578,12 +647,29 @@ def hub_worker(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
     next_batch = getattr(reader, "next_batch", None)
 
     def timed_next_batch(self: Any) -> Any:
+        if args.tail and "polling" not in marks:
+            marks["polling"] = time.perf_counter()
+            if args.ready_file:  # --tail: the parent starts producing now
+                Path(args.ready_file).touch()
         out = next_batch(self)
         if "first" not in marks and any(getattr(b, "messages", None) for b in out):
             marks["first"] = time.perf_counter()
-            if args.ready_file:  # --profile: the parent attaches py-spy now
+            if args.ready_file and not args.tail:  # --profile: the parent attaches py-spy now
                 Path(args.ready_file).touch()
         return out
+
+    def stop_when_all_seen() -> None:
+        last, since = -1.0, time.monotonic()
+        while not shutdown.requested.is_set():
+            n = worker_metrics.total(worker_metrics.EVENTS)
+            if n >= args.expect_events:
+                break
+            if n != last:
+                last, since = n, time.monotonic()
+            elif n > 0 and time.monotonic() - since > args.idle_timeout:
+                break
+            time.sleep(0.05)
+        shutdown.requested.set()
 
     if reader is not None and next_batch is not None:
         reader.next_batch = timed_next_batch  # type: ignore[method-assign]
@@ -591,6 +677,8 @@ def hub_worker(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
 
     def timed_cli_main(*a: Any, **kw: Any) -> Any:
         marks["start"] = time.perf_counter()
+        if args.tail:  # started here: `hub run` clears any stop request just before
+            threading.Thread(target=stop_when_all_seen, name="peers-tail-stop", daemon=True).start()
         try:
             return cli_main(*a, **kw)
         finally:
@@ -600,7 +688,8 @@ def hub_worker(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
 
     bytewax.run.cli_main = timed_cli_main
     store = hub_args[hub_args.index("--clickhouse") + 1]
-    warm_s = warm_chdb(store[len("chdb://"):]) if store.startswith("chdb://") else 0.0
+    warmed = (f"engine warm-up {warm_chdb(store[len('chdb://'):]):.1f}s" if store.startswith("chdb://") else
+              "server warmed by the bench")
     rc = main(hub_args)
     if rc != 0:
         raise BenchError(f"hub run exited with {rc}")
@@ -612,8 +701,20 @@ def hub_worker(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
     start = marks.get("first", marks["start"])
     since = (f"dataflow start to first batch {start - marks['start']:.2f}s before" if "first" in marks else
              "timed from the dataflow's start (connectors.kafka_source._PartitionReader not found)")
-    return {"events": events, "seconds": marks["done"] - start,
-            "check": f"{dead:,} dead letters, {late:,} late; engine warm-up {warm_s:.1f}s and {since}"}
+    wall = time.time() - time.perf_counter()
+    got: dict[str, Any] = {
+        "events": events, "seconds": marks["done"] - start, "dead_letters": dead, "late": late,
+        "first_at": marks["first"] + wall if "first" in marks else None, "done_at": marks["done"] + wall,
+        "check": f"{dead:,} dead letters, {late:,} late; {warmed} and {since}"}
+    if args.tail:
+        import numpy as np
+
+        sample = worker_metrics.LATENCY_SAMPLE.all()
+        if not len(sample):
+            raise BenchError("the ClickHouse writer sampled no latency (no event was stored?)")
+        got["latency"] = {"samples": int(len(sample)), "p50_ms": float(np.percentile(sample, 50)),
+                          "p99_ms": float(np.percentile(sample, 99)), "max_ms": float(sample.max())}
+    return got
 
 
 # --- running each system in its own process ----------------------------------------------------------
@@ -629,9 +730,13 @@ class Result:
     events: int = 0
     seconds: float = 0.0
     events_per_s: float = 0.0
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0  # a cluster: its largest process's
     check: str = ""
     note: str = ""
+    partitions: int = 0
+    processes: int = 1
+    rss_per_process_mb: list[float] = field(default_factory=list)
+    latency: dict[str, Any] | None = None  # the latency mode: samples, p50_ms, p99_ms, max_ms, offered/achieved
 
 
 @dataclass
@@ -639,7 +744,7 @@ class Bench:
     """Everything a run needs: where the broker is, the topic, scratch space, the Quix venv."""
 
     bootstrap: str
-    topic: TopicInfo
+    topic: TopicInfo  # the one the next run reads (set per topic with --partitions 1,2,4)
     work: Path
     timeout_s: float
     quix_python: Path | None
@@ -648,36 +753,87 @@ class Bench:
     spy: Path | None = None
     notes: list[str] = field(default_factory=list)
     children: set[int] = field(default_factory=set)
+    clickhouse_url: str = ""  # the ClickHouse HTTP server the hub-http and hub-xN runs write to
 
 
-def run_child(bench: Bench, argv: list[str], env: dict[str, str] | None, log: Path,
-              profile: tuple[Path, Path] | None = None) -> tuple[int, float, bool]:
-    """Run argv in its own process; returns (exit code, peak RSS in MB from wait4, timed out).
+HUB_SYSTEM = re.compile(r"hub(?:-(http)|-x(\d+))?")
 
-    With `profile` = (ready file, output), py-spy attaches when the child creates the ready file
-    (its first Kafka batch) and is stopped with SIGINT when it creates READY.done (end of the
-    dataflow), so the profile holds the measured stretch only: no imports, warm-up or summary.
+
+def hub_processes(system: str) -> int | None:
+    """`hub`: 0 (one process, embedded store); `hub-http`: 1 (one process on the HTTP server);
+    `hub-xN`: N processes of one Bytewax cluster on the HTTP server; None: not the hub."""
+    m = HUB_SYSTEM.fullmatch(system)
+    if m is None:
+        return None
+    return 1 if m.group(1) else int(m.group(2)) if m.group(2) else 0
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def label(system: str) -> str:
+    """The row name: `hub x2`, `hub http`."""
+    return system.replace("-", " ") if hub_processes(system) else system
+
+
+@dataclass
+class Tail:
+    """The latency mode: produce at `rate` events/s once the hub polls the (empty) topic."""
+
+    rate: float
+    seed: int
+    produced: TopicInfo | None = None
+    error: str = ""
+    stop: threading.Event = field(default_factory=threading.Event)  # set when the hub's run is over
+
+
+def run_children(bench: Bench, children: list[tuple[list[str], dict[str, str] | None, Path]],
+                 profile: tuple[Path, Path] | None = None) -> list[tuple[int, float, bool]]:
+    """Run each (argv, env, log) in its own process, all at once (a cluster's processes); returns
+    per child (exit code, peak RSS in MB from wait4, timed out). When one fails or the time is up,
+    the others are killed: a cluster's process waits for its peers forever. Linux keeps a
+    process's high-water mark across exec, so ru_maxrss is at least the bench's own RSS when it
+    spawned the child (~50 MB here, with the producer and the migration imports): below every
+    system's real figure.
+
+    With `profile` = (ready file, output) (one child), py-spy attaches when the child creates
+    the ready file (its first Kafka batch) and is stopped with SIGINT when it creates READY.done
+    (end of the dataflow), so the profile holds the measured stretch only: no imports, warm-up
+    or summary.
     """
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
-    bench.children.add(proc.pid)
+    procs: list[subprocess.Popen[bytes]] = []
+    for argv, env, log in children:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, **(env or {})}, start_new_session=True)
+        bench.children.add(proc.pid)
+        procs.append(proc)
     deadline = time.monotonic() + bench.timeout_s
-    timed_out = False
+    done: dict[int, tuple[int, float, bool]] = {}
+    killed = False
     spy: subprocess.Popen[bytes] | None = None
     spy_stopped = False
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline and not timed_out:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the child and anything it started
+    while len(done) < len(procs):
+        for i, proc in enumerate(procs):
+            if i in done:
+                continue
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                bench.children.discard(proc.pid)
+                proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen from waiting again
+                done[i] = (proc.returncode, usage.ru_maxrss / 1024.0, killed)
+        failed = any(code != 0 for code, _, _ in done.values())
+        if (time.monotonic() > deadline or failed) and not killed:
+            killed = True
+            for i, proc in enumerate(procs):
+                if i not in done:  # its own session: the child and anything it started
+                    os.killpg(proc.pid, signal.SIGKILL)
         if profile is not None and bench.spy is not None:
             ready, raw = profile
             if spy is None and ready.exists():
-                with open(log.with_suffix(".py-spy.log"), "wb") as spy_log:
-                    spy = subprocess.Popen([str(bench.spy), "record", "--pid", str(proc.pid), "--rate", "100",
+                with open(children[0][2].with_suffix(".py-spy.log"), "wb") as spy_log:
+                    spy = subprocess.Popen([str(bench.spy), "record", "--pid", str(procs[0].pid), "--rate", "100",
                                             "--format", "raw", "--threads", "-o", str(raw)],
                                            stdout=spy_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            start_new_session=True)
@@ -686,7 +842,6 @@ def run_child(bench: Bench, argv: list[str], env: dict[str, str] | None, log: Pa
                 spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
                 spy_stopped = True
         time.sleep(0.05 if profile else 0.1)
-    bench.children.discard(proc.pid)
     if spy is not None:
         try:
             spy.wait(60)
@@ -694,54 +849,147 @@ def run_child(bench: Bench, argv: list[str], env: dict[str, str] | None, log: Pa
             os.killpg(spy.pid, signal.SIGKILL)
             spy.wait()
         bench.children.discard(spy.pid)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen from waiting again
-    return proc.returncode, usage.ru_maxrss / 1024.0, timed_out
+    return [done[i] for i in range(len(procs))]
 
 
-def run_system(bench: Bench, system: str, run: int, profile_out: Path | None = None) -> Result:
-    """One measured run of `system` on the topic, in a fresh store, with a fresh consumer group."""
+def _produce_when_polled(bench: Bench, tail: Tail, ready: Path) -> None:
+    """The latency mode's producer (a thread of the bench process): waits until the hub polls
+    the topic, then fills it at the offered rate. On failure, stops the hub's run."""
+    while not ready.exists():
+        if tail.stop.wait(0.05):
+            tail.error = "the hub ended before it polled the topic"
+            return
+    t = bench.topic
+    try:
+        tail.produced = produce_topic(bench.bootstrap, t.name, t.events, t.partitions, t.fmt, tail.seed,
+                                      rate=tail.rate, create=False)
+    except Exception as exc:  # noqa: BLE001 - reported as the run's failure
+        tail.error = f"producing at {tail.rate:,.0f} events/s failed: {exc}"
+        for pid in list(bench.children):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _http_database(bench: Bench, database: str, drop: bool = False) -> None:
+    """A fresh database on the HTTP server, migrated once up front (so a cluster's processes
+    don't race to create the tables: `hub run --no-migrate`), or dropped after the run."""
+    from config.settings import ClickHouseSettings, RetentionSettings
+    from connectors.clickhouse import connect
+    from connectors.migrations import migrate
+
+    client = connect(ClickHouseSettings(dsn=bench.clickhouse_url, database="default" if drop else database))
+    try:
+        if drop:
+            client.command(f"DROP DATABASE IF EXISTS `{database}` SYNC")
+        else:
+            migrate(client, RetentionSettings())
+    finally:
+        client.close()
+
+
+def run_system(bench: Bench, system: str, run: int, profile_out: Path | None = None,
+               tail: Tail | None = None) -> Result:
+    """One measured run of `system` on the topic, in a fresh store (for the HTTP server: a fresh
+    database), with a fresh consumer group. `tail`: the hub tails the topic while it is produced."""
     tag = f"{system}-{run}-{bench.run_id}-{uuid.uuid4().hex[:4]}"
     store = bench.work / tag
-    result_file = bench.work / f"{tag}.json"
-    log = bench.log_dir / f"{tag}.log"
-    common = ["--bootstrap", bench.bootstrap, "--topic", bench.topic.name, "--format", bench.topic.fmt,
-              "--store", str(store), "--result", str(result_file)]
+    procs = hub_processes(system)
+    n = max(procs or 1, 1)
+    names = [tag] if n == 1 else [f"{tag}-p{i}" for i in range(n)]
+    results = [bench.work / f"{name}.json" for name in names]
+    logs = [bench.log_dir / f"{name}.log" for name in names]
+
+    def common(i: int) -> list[str]:
+        return ["--bootstrap", bench.bootstrap, "--topic", bench.topic.name, "--format", bench.topic.fmt,
+                "--store", str(store), "--result", str(results[i])]
+
     env: dict[str, str] | None = None
     ready: Path | None = None
+    database = ""
     if system == "floor":
-        argv = [sys.executable, __file__, "--worker", "floor", *common]
+        argvs = [[sys.executable, __file__, "--worker", "floor", *common(0)]]
     elif system == "quix":
         assert bench.quix_python is not None
-        argv = [str(bench.quix_python), __file__, "--worker", "quix", *common, "--group", f"peers-quix-{tag}",
-                "--expect-events", str(bench.topic.events)]
+        argvs = [[str(bench.quix_python), __file__, "--worker", "quix", *common(0), "--group", f"peers-quix-{tag}",
+                  "--expect-events", str(bench.topic.events)]]
     else:
         run_id = tag.replace("-", "")
         env = {"HUB_KAFKA__BOOTSTRAP_SERVERS": bench.bootstrap, "HUB_KAFKA__GROUP_ID": f"peers-hub-{run_id}",
                "HUB_METRICS__PORT": "0", "HUB_KAFKA__TOPICS__TELEMETRY": bench.topic.name,
                **{f"HUB_KAFKA__TOPICS__{s.upper()}": f"peers-{run_id}.{s}"
                   for s in ("security", "cost", "governance", "registry", "policy", "dead_letter", "alerts")}}
-        ready = bench.work / f"{tag}.ready" if profile_out is not None else None
-        argv = [sys.executable, __file__, "--worker", "hub", *common, *(["--ready-file", str(ready)] if ready else []),
-                "--", "run", "--until-end", "--clickhouse", f"chdb://{store}"]
+        hub_args = ["run", *([] if tail else ["--until-end"])]
+        if procs:
+            database = f"peers_{run_id}"
+            env["HUB_CLICKHOUSE__DATABASE"] = database
+            _http_database(bench, database)
+            hub_args += ["--no-migrate", "--clickhouse", bench.clickhouse_url]
+        else:
+            hub_args += ["--clickhouse", f"chdb://{store}"]
+        from ports import free_port
+
+        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(n))
+        cluster = [["--process-id", str(i), "--addresses", addresses] if n > 1 else [] for i in range(n)]
+        ready = bench.work / f"{tag}.ready" if profile_out is not None or tail is not None else None
+        worker = ["--ready-file", str(ready)] if ready else []
+        if tail is not None:
+            worker += ["--tail", "--expect-events", str(bench.topic.events)]
+        argvs = [[sys.executable, __file__, "--worker", "hub", *common(i), *worker, "--", *hub_args, *cluster[i]]
+                 for i in range(n)]
     profile = (ready, profile_out) if ready is not None and profile_out is not None else None
+    producer = None
+    if tail is not None and ready is not None:
+        producer = threading.Thread(target=_produce_when_polled, args=(bench, tail, ready), daemon=True)
     try:
-        code, rss, timed_out = run_child(bench, argv, env, log, profile)
-        if timed_out:
-            return Result(system, run, False, note=f"killed after {bench.timeout_s:.0f}s; log {log}")
-        if code != 0 or not result_file.is_file():
-            return Result(system, run, False, note=f"exit code {code}: {_last_line(log)} (log {log})")
-        got = json.loads(result_file.read_text())
-        res = Result(system, run, True, events=got["events"], seconds=got["seconds"],
-                     events_per_s=got["events"] / max(got["seconds"], 1e-9), peak_rss_mb=rss, check=got["check"])
+        if producer is not None:
+            producer.start()
+        outcome = run_children(bench, [(argv, env, log) for argv, log in zip(argvs, logs)], profile)
+        if tail is not None:
+            tail.stop.set()
+            if producer is not None:
+                producer.join(bench.timeout_s)
+        why = [tail.error] if tail is not None and tail.error else []
+        why += [f"exit code {code}: {_last_line(log)} (log {log})" for (code, _, timed_out), result_file, log
+                in zip(outcome, results, logs) if not timed_out and (code != 0 or not result_file.is_file())]
+        why += [f"killed after {bench.timeout_s:.0f}s, or when a peer failed (log {log})"
+                for (_, _, timed_out), log in zip(outcome, logs) if timed_out]
+        if why:
+            return Result(system, run, False, partitions=bench.topic.partitions, processes=n, note=why[0])
+        got = [json.loads(f.read_text()) for f in results]
+        rss = [r for _, r, _ in outcome]
+        events = sum(g["events"] for g in got)
+        if n == 1:
+            seconds, check = got[0]["seconds"], got[0]["check"]
+        else:  # the cluster's first message to its last process done
+            firsts = [g["first_at"] for g in got if g["first_at"] is not None]
+            seconds = max(g["done_at"] for g in got) - min(firsts or [g["done_at"] for g in got])
+            shares = " + ".join(format(g["events"], ",") for g in got)
+            peaks = ", ".join(format(r, ",.0f") for r in rss)
+            check = (f"{n} processes: {shares} events, peak RSS {peaks} MB; "
+                     f"{sum(g['dead_letters'] for g in got):,} dead letters, {sum(g['late'] for g in got):,} late")
+        res = Result(system, run, True, events=events, seconds=seconds, events_per_s=events / max(seconds, 1e-9),
+                     peak_rss_mb=max(rss), check=check, partitions=bench.topic.partitions, processes=n,
+                     rss_per_process_mb=rss)
+        if tail is not None and tail.produced is not None:
+            res.latency = {**got[0]["latency"], "offered_per_s": tail.rate,
+                           "achieved_per_s": tail.produced.events / max(tail.produced.produce_s, 1e-9)}
         if res.events != bench.topic.events:
             res.note = f"saw {res.events:,} of {bench.topic.events:,} events"
         return res
     finally:
         shutil.rmtree(store, ignore_errors=True)
-        result_file.unlink(missing_ok=True)
+        for f in results:
+            f.unlink(missing_ok=True)
         if ready is not None:
             ready.unlink(missing_ok=True)
             Path(f"{ready}.done").unlink(missing_ok=True)
+        if database:
+            try:
+                _http_database(bench, database, drop=True)
+            except Exception as exc:  # noqa: BLE001 - a database left behind is only disk space
+                print(f"peers: note: could not drop {database}: {exc}", file=sys.stderr)
 
 
 def _last_line(log: Path) -> str:
@@ -848,26 +1096,65 @@ def top_functions(raw: Path, n: int = 25) -> tuple[int, int, list[tuple[str, int
 # --- the report ---------------------------------------------------------------------------------------
 
 
-def medians(results: list[Result]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for system in SYSTEMS:
-        ok = [r for r in results if r.system == system and r.ok]
-        if ok:
-            out[system] = {"runs": len(ok), "events_per_s": statistics.median(r.events_per_s for r in ok),
-                           "seconds": statistics.median(r.seconds for r in ok),
-                           "peak_rss_mb": statistics.median(r.peak_rss_mb for r in ok),
-                           "events": ok[0].events}
+def medians(results: list[Result]) -> list[dict[str, Any]]:
+    """Per (partitions, system), in the order they ran: medians of the successful runs."""
+    groups: dict[tuple[int, str], list[Result]] = {}
+    for r in results:
+        if r.ok:
+            groups.setdefault((r.partitions, r.system), []).append(r)
+    out = []
+    for (parts, system), ok in groups.items():
+        out.append({"system": system, "partitions": parts, "processes": ok[0].processes, "runs": len(ok),
+                    "events_per_s": statistics.median(r.events_per_s for r in ok),
+                    "seconds": statistics.median(r.seconds for r in ok),
+                    "peak_rss_mb": statistics.median(r.peak_rss_mb for r in ok),
+                    "peak_rss_per_process_mb": [statistics.median(r.rss_per_process_mb[i] for r in ok)
+                                                for i in range(ok[0].processes)],
+                    "events": ok[0].events})
     return out
 
 
-def table(med: dict[str, dict[str, Any]], runs: int) -> str:
-    floor = med.get("floor", {}).get("events_per_s")
-    lines = [f"{'system':<7} {'events':>10} {'seconds':>9} {'events/s':>10} {'peak RSS MB':>12} {'vs floor':>9}"]
-    for system, m in med.items():
+def ratios(med: list[dict[str, Any]]) -> dict[int, float]:
+    """partitions -> the single-process embedded hub's events/s over the floor's, on that topic."""
+    by = {(m["partitions"], m["system"]): m["events_per_s"] for m in med}
+    return {p: by[p, "hub"] / by[p, "floor"] for p, s in by if s == "hub" and (p, "floor") in by}
+
+
+def table(med: list[dict[str, Any]], runs: int) -> str:
+    floors = {m["partitions"]: m["events_per_s"] for m in med if m["system"] == "floor"}
+    many_parts = len({m["partitions"] for m in med}) > 1
+    cluster = [m for m in med if m["processes"] > 1]
+    parts = f" {'parts':>5}" if many_parts else ""
+    lines = [f"{'system':<9}{parts} {'events':>10} {'seconds':>9} {'events/s':>10} {'peak RSS MB':>12} {'vs floor':>9}"]
+    for m in med:
+        floor = floors.get(m["partitions"])
         ratio = f"{m['events_per_s'] / floor:.2f}" if floor else "-"
-        lines.append(f"{system:<7} {m['events']:>10,} {m['seconds']:>9.2f} {m['events_per_s']:>10,.0f} "
-                     f"{m['peak_rss_mb']:>12,.0f} {ratio:>9}")
+        rss = f"{m['peak_rss_mb']:,.0f}{'*' if m['processes'] > 1 else ''}"
+        col = f" {m['partitions']:>5}" if many_parts else ""
+        lines.append(f"{label(m['system']):<9}{col} {m['events']:>10,} "
+                     f"{m['seconds']:>9.2f} {m['events_per_s']:>10,.0f} {rss:>12} {ratio:>9}")
+    for m in cluster:
+        on = f" on {plural(m['partitions'], 'partition')}" if many_parts else ""
+        lines.append(f"* {label(m['system'])}{on}: the largest of its processes' peaks ("
+                     f"{', '.join(format(r, ',.0f') for r in m['peak_rss_per_process_mb'])} MB); "
+                     f"{m['events_per_s'] / m['processes']:,.0f} events/s per process (all / {m['processes']}); "
+                     "timed from the cluster's first message to its last process done")
     return "\n".join(lines) + (f"\n(medians of {runs} runs)" if runs > 1 else "")
+
+
+def latency_table(results: list[Result]) -> str:
+    lines = ["latency: broker timestamp -> the insert holding the event returned (queryable), 1 message in 64",
+             f"{'system':<9} {'parts':>5} {'offered/s':>10} {'achieved/s':>11} {'events':>9} {'samples':>8} "
+             f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"]
+    for r in results:
+        if r.ok and r.latency:
+            lat = r.latency
+            lines.append(f"{label(r.system):<9} {r.partitions:>5} {lat['offered_per_s']:>10,.0f} "
+                         f"{lat['achieved_per_s']:>11,.0f} {r.events:>9,} {lat['samples']:>8,} {lat['p50_ms']:>8,.0f} "
+                         f"{lat['p99_ms']:>8,.0f} {lat['max_ms']:>8,.0f}")
+        else:
+            lines.append(f"{label(r.system):<9} {r.partitions:>5} FAILED: {r.note}")
+    return "\n".join(lines)
 
 
 def machine() -> dict[str, Any]:
@@ -884,11 +1171,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     ap = argparse.ArgumentParser(prog="bench/peers.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000, help="events in the topic (default 1,000,000)")
-    ap.add_argument("--partitions", type=int, default=4, help="partitions of the topic (default 4)")
+    ap.add_argument("--partitions", default="4", help="partitions of the topic (default 4); a list (1,2,4) makes one "
+                    "topic per count and runs the systems on each, one table")
     ap.add_argument("--format", choices=FORMATS, default="base", help="wire format of the topic (default base)")
     ap.add_argument("--runs", type=int, default=1, help="runs of each system; medians are reported (default 1)")
-    ap.add_argument("--only", default=",".join(SYSTEMS), help="systems to run, comma-separated (default all: "
-                    "floor,quix,hub)")
+    ap.add_argument("--only", default=",".join(SYSTEMS), help="systems to run, comma-separated (default: "
+                    "floor,quix,hub; also hub-http, hub-xN)")
+    ap.add_argument("--hub-processes", metavar="N[,N]", help="also run the hub as N processes of one Bytewax cluster on "
+                    "a local ClickHouse HTTP server (row `hub xN`), and as one process on it (row `hub http`)")
+    ap.add_argument("--latency", action="store_true", help="also measure the hub's latency (broker timestamp -> "
+                    "queryable) on a topic produced at a fixed rate while it tails it")
+    ap.add_argument("--latency-rate", type=float, metavar="R", help="events/s offered in the latency run (implies "
+                    "--latency; default: half the hub's measured events/s in this run)")
+    ap.add_argument("--latency-events", type=int, metavar="N", help="events in the latency run (default --events)")
     ap.add_argument("--bootstrap", help="use this Kafka broker instead of starting one")
     ap.add_argument("--quix-version", default=QUIX_VERSION, help=f"quixstreams version (default {QUIX_VERSION})")
     ap.add_argument("--seed", type=int, default=18, help="seed of the generated events (default 18)")
@@ -905,6 +1200,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     for name in ("--topic", "--store", "--result", "--group", "--ready-file"):
         ap.add_argument(name, help=argparse.SUPPRESS)
     ap.add_argument("--expect-events", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--tail", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--idle-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
     rest: list[str] = []
@@ -936,13 +1232,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker_main(args, rest)
     systems = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in systems if s not in SYSTEMS]
+    unknown = [s for s in systems if s not in SYSTEMS and s != "hub-http" and (hub_processes(s) or 0) < 2]
     if unknown or not systems:
-        print(f"peers: --only {args.only}: choose from {', '.join(SYSTEMS)}", file=sys.stderr)
+        print(f"peers: --only {args.only}: choose from {', '.join(SYSTEMS)}, hub-http, hub-xN", file=sys.stderr)
         return 2
-    if args.events <= 0 or args.partitions <= 0 or args.runs <= 0:
-        print("peers: --events, --partitions and --runs must be > 0", file=sys.stderr)
+    try:
+        partitions = [int(p) for p in args.partitions.split(",")]
+        cluster = [int(n) for n in args.hub_processes.split(",")] if args.hub_processes else []
+    except ValueError:
+        print("peers: --partitions and --hub-processes take a number or a comma-separated list", file=sys.stderr)
         return 2
+    for n in cluster:  # `hub http` (one process on the same server) beside any cluster: a fair comparison
+        for system in ("hub-http", f"hub-x{n}") if n > 1 else ("hub-http",):
+            if system not in systems:
+                systems.append(system)
+    args.latency = args.latency or args.latency_rate is not None
+    if (args.events <= 0 or args.runs <= 0 or min(partitions) <= 0 or min(cluster, default=1) <= 0
+            or (args.latency_rate or 1) <= 0 or (args.latency_events or 1) <= 0):
+        print("peers: --events, --partitions, --runs, --hub-processes and --latency-* must be > 0", file=sys.stderr)
+        return 2
+    if len(set(partitions)) != len(partitions):
+        print(f"peers: --partitions {args.partitions}: a count twice", file=sys.stderr)
+        return 2
+    args.partitions = partitions
     try:
         return _bench(args, systems)
     except BenchError as exc:
@@ -961,6 +1273,7 @@ def _bench(args: argparse.Namespace, systems: list[str]) -> int:
     log_dir = Path(args.keep_logs) if args.keep_logs else work / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     broker = None
+    server = None
     bench: Bench | None = None
     failed = False
     started = machine()
@@ -994,29 +1307,49 @@ def _bench(args: argparse.Namespace, systems: list[str]) -> int:
                                  "(or pass --bootstrap HOST:PORT)") from None
             bootstrap = broker.bootstrap
         run_id = uuid.uuid4().hex[:8]
-        name = f"peers.{args.format}.{run_id}"
-        print(f"producing {args.events:,} {args.format} events into {name} ({args.partitions} partitions) on "
-              f"{bootstrap} ...", flush=True)
-        topic = produce_topic(bootstrap, name, args.events, args.partitions, args.format, args.seed)
-        print(f"produced {topic.messages:,} messages, {topic.bytes_per_message:,.0f} bytes each on average, in "
-              f"{topic.produce_s:.1f}s; per partition: {', '.join(f'{n:,}' for n in topic.per_partition)}", flush=True)
-        timeout = args.timeout or 300.0 + args.events / 1000.0
-        bench = Bench(bootstrap, topic, work, timeout, quix_python, log_dir, run_id, notes=notes)
+        topics: list[TopicInfo] = []
+        for parts in args.partitions:
+            name = f"peers.{args.format}.{run_id}" + (f".p{parts}" if len(args.partitions) > 1 else "")
+            print(f"producing {args.events:,} {args.format} events into {name} ({parts} partitions) on "
+                  f"{bootstrap} ...", flush=True)
+            topic = produce_topic(bootstrap, name, args.events, parts, args.format, args.seed)
+            print(f"produced {topic.messages:,} messages, {topic.bytes_per_message:,.0f} bytes each on average, in "
+                  f"{topic.produce_s:.1f}s; per partition: {', '.join(f'{n:,}' for n in topic.per_partition)}",
+                  flush=True)
+            topics.append(topic)
+        timeout = args.timeout or 300.0 + max(args.events, args.latency_events or 0) / 1000.0
+        bench = Bench(bootstrap, topics[-1], work, timeout, quix_python, log_dir, run_id, notes=notes)
+        lat_systems = [s for s in systems if hub_processes(s) in (0, 1)] or (["hub"] if args.latency_rate else [])
+        if args.latency and not lat_systems:
+            notes.append("latency skipped: it measures hub or hub-http; run one of them or give --latency-rate")
+            print(f"peers: note: {notes[-1]}", file=sys.stderr)
+        if any(hub_processes(s) for s in systems + (lat_systems if args.latency else [])):
+            server = _start_clickhouse(work / "clickhouse")
+            bench.clickhouse_url = server.url
         results: list[Result] = []
         for run in range(1, args.runs + 1):
-            for system in systems:
-                res = run_system(bench, system, run)
-                results.append(res)
-                failed |= not res.ok
-                shown = (f"{res.events_per_s:,.0f} events/s ({res.events:,} events in {res.seconds:.2f}s), "
-                         f"peak RSS {res.peak_rss_mb:,.0f} MB; {res.check}") if res.ok else "FAILED"
-                print(f"run {run} {system}: {shown}{'; ' + res.note if res.note else ''}", flush=True)
+            for topic in topics:
+                bench.topic = topic
+                for system in systems:
+                    res = run_system(bench, system, run)
+                    results.append(res)
+                    failed |= not res.ok
+                    shown = (f"{res.events_per_s:,.0f} events/s ({res.events:,} events in {res.seconds:.2f}s), "
+                             f"peak RSS {res.peak_rss_mb:,.0f} MB; {res.check}") if res.ok else "FAILED"
+                    on = f" on {plural(topic.partitions, 'partition')}" if len(topics) > 1 else ""
+                    print(f"run {run} {label(system)}{on}: {shown}{'; ' + res.note if res.note else ''}", flush=True)
+        bench.topic = topics[-1]
         med = medians(results)
+        latency = _latency(bench, args, lat_systems, med) if args.latency and lat_systems else []
+        failed |= any(not r.ok for r in latency)
         print()
         print(table(med, args.runs))
-        ratio = med["hub"]["events_per_s"] / med["floor"]["events_per_s"] if "hub" in med and "floor" in med else None
-        if ratio is not None:
-            print(f"hub / floor: {ratio:.2f}")
+        ratio = ratios(med)
+        for parts, r in ratio.items():
+            print(f"hub / floor{' on ' + plural(parts, 'partition') if len(topics) > 1 else ''}: {r:.2f}")
+        if latency:
+            print()
+            print(latency_table(latency))
         for note in notes:
             print(f"note: {note}")
         print(f"machine: {started['cpus']} CPUs, load average at start {started['load_avg_at_start'][0]:.1f}, "
@@ -1028,8 +1361,12 @@ def _bench(args: argparse.Namespace, systems: list[str]) -> int:
             out = Path(args.profile_out) if args.profile_out else BENCH_DIR / f"hub-profile-{run_id}.txt"
             profile = _profile(bench, spy, out)
         if args.json:
-            out = {"machine": started, "topic": asdict(topic), "systems": systems, "runs": [asdict(r) for r in results],
-                   "median": med, "hub_vs_floor": ratio, "notes": notes, "profile": profile}
+            single = len(topics) == 1  # then keyed as before: by system, one ratio
+            out = {"machine": started, "topic": asdict(topics[0]), "topics": [asdict(t) for t in topics],
+                   "systems": systems, "runs": [asdict(r) for r in results],
+                   "median": {m["system"] if single else f"{m['system']}@{m['partitions']}": m for m in med},
+                   "hub_vs_floor": next(iter(ratio.values()), None) if single else ratio,
+                   "latency": [asdict(r) for r in latency], "notes": notes, "profile": profile}
             Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
             print(f"wrote {args.json}")
         if broker is None:
@@ -1045,6 +1382,10 @@ def _bench(args: argparse.Namespace, systems: list[str]) -> int:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        if server is not None:
+            import clickhouse_server
+
+            clickhouse_server.stop(server)
         if broker is not None:
             import kafka_broker
 
@@ -1054,6 +1395,56 @@ def _bench(args: argparse.Namespace, systems: list[str]) -> int:
             shutil.copytree(log_dir, kept, dirs_exist_ok=True)
             print(f"peers: logs of the runs kept in {kept}", file=sys.stderr)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _start_clickhouse(data: Path) -> Any:
+    """The chdb-backed ClickHouse HTTP server of scripts/clickhouse_server.py (its own process, as
+    the tests start it), warmed once so the first run on it does not pay the engine's start."""
+    import clickhouse_connect
+    import clickhouse_server
+
+    try:
+        server = clickhouse_server.start(data)
+    except clickhouse_server.ServerError as exc:
+        raise BenchError(f"the local ClickHouse HTTP server did not start: {exc}") from None
+    warm_s = warm_store(clickhouse_connect.get_client(host="127.0.0.1", port=server.port))
+    print(f"ClickHouse HTTP server on {server.url} (chdb, its own process; warm-up {warm_s:.1f}s)", flush=True)
+    return server
+
+
+def _latency(bench: Bench, args: argparse.Namespace, systems: list[str],
+             med: list[dict[str, Any]]) -> list[Result]:
+    """Issue 18 part 4, per system: a fresh topic (the last --partitions count) produced at the
+    offered rate while the hub tails it; p50/p99 of broker timestamp -> queryable."""
+    topic = bench.topic
+    parts = topic.partitions
+    events = args.latency_events or args.events
+    measured = {m["system"]: m["events_per_s"] for m in med if m["partitions"] == parts}
+    out = []
+    for system in systems:
+        rate = args.latency_rate or (measured[system] / 2 if system in measured else None)
+        if rate is None:
+            bench.notes.append(f"latency of {label(system)} skipped: no measured events/s in this run to take half "
+                               "of (give --latency-rate)")
+            print(f"peers: note: {bench.notes[-1]}", file=sys.stderr)
+            continue
+        name = f"peers.latency.{args.format}.{bench.run_id}.{uuid.uuid4().hex[:4]}"
+        create_topic(bench.bootstrap, name, parts)
+        bench.topic = TopicInfo(name, args.format, parts, events, 0, 0.0, [], 0.0)
+        why = "" if args.latency_rate else f" (half of its {measured[system]:,.0f} events/s above)"
+        print(f"latency {label(system)}: {events:,} events offered at {rate:,.0f}/s{why} into {name}, the hub "
+              "tailing it ...", flush=True)
+        res = run_system(bench, system, 0, tail=Tail(rate, args.seed))
+        if res.ok and res.latency:
+            lat = res.latency
+            print(f"latency {label(system)}: p50 {lat['p50_ms']:,.0f} ms, p99 {lat['p99_ms']:,.0f} ms "
+                  f"({lat['samples']:,} samples; produced at {lat['achieved_per_s']:,.0f}/s); {res.check}"
+                  f"{'; ' + res.note if res.note else ''}", flush=True)
+        else:
+            print(f"latency {label(system)}: FAILED; {res.note}", flush=True)
+        out.append(res)
+    bench.topic = topic
+    return out
 
 
 def _profile(bench: Bench, spy: Path, out: Path) -> dict[str, Any] | None:
