@@ -197,7 +197,7 @@ class MetricsEndpointSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ServeSettings(msgspec.Struct, forbid_unknown_fields=True):
-    """`hub serve`: the HTTP API over the store (and, later, HTTP ingest)."""
+    """`hub serve`: the HTTP API over the store and HTTP ingest (to Kafka, or to the [spool])."""
 
     host: str = "127.0.0.1"
     port: Port = 8080
@@ -225,6 +225,19 @@ class ServeSettings(msgspec.Struct, forbid_unknown_fields=True):
     api_keys: str = ""
 
 
+class SpoolSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """HTTP ingest without Kafka: `hub serve` appends accepted messages to a local spool (fsynced
+    before it answers) and `hub run --ingest` reads it into the flow."""
+
+    # Empty: `<store dir>.spool` beside an embedded store (chdb://DIR); a server store needs Kafka
+    # or an explicit dir.
+    dir: str = ""
+    # A segment file is closed and a new one started past this size; consumed segments are deleted.
+    segment_bytes: PositiveInt = 64 * 1024 * 1024
+    # Accepted but not yet consumed by `hub run`; past it ingest answers 429 with Retry-After.
+    max_pending_bytes: PositiveInt = 1024 * 1024 * 1024
+
+
 class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = msgspec.field(default_factory=ClickHouseSettings)
@@ -239,6 +252,7 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     budgets: list[Budget] = []
     alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
     serve: ServeSettings = msgspec.field(default_factory=ServeSettings)
+    spool: SpoolSettings = msgspec.field(default_factory=SpoolSettings)
 
 
 def _read_file(path: Path) -> dict[str, Any]:

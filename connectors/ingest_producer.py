@@ -13,21 +13,9 @@ from concurrent.futures import Future
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from config.errors import HubError
+from connectors.ingest_errors import Backpressure, DeliveryFailed, Record, TooLarge
 
-# (topic, key, value)
-Record = tuple[str, bytes | None, bytes]
-
-
-class Backpressure(HubError):
-    """Too much is waiting for the broker already: the client should retry later (429)."""
-
-
-class DeliveryFailed(HubError):
-    """The broker did not take the records (down, or refused them): retry later (503)."""
-
-
-class TooLarge(HubError):
-    """A record is larger than Kafka accepts (413)."""
+__all__ = ["Backpressure", "DeliveryFailed", "IngestProducer", "Record", "TooLarge"]
 
 
 class IngestProducer:

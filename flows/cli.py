@@ -87,14 +87,19 @@ def build_parser() -> Parser:
 
     run = sub.add_parser("run", parents=[common], help="run the pipeline",
                          description="Run the dataflow. Input: --input FILE (JSON lines, - for stdin); else Kafka if "
-                                     "configured; else the built-in synthetic generator.")
+                                     "configured; else --ingest: what `hub serve` accepted (its spool); else "
+                                     "the built-in synthetic generator.")
     run.add_argument("--input", metavar="FILE", help="JSON-lines file to read ('-' = stdin); the run ends at end of file")
     run.add_argument("--events", type=int, metavar="N",
                      help="synthetic input: stop after N stored events (default: until Ctrl-C)")
     run.add_argument("--seed", type=int, default=7, help="synthetic input: random seed (default 7)")
     run.add_argument("--rate", type=float, default=50.0, metavar="PER_S",
                      help="synthetic input: event-time rate of the generated traffic, events/s (default 50)")
-    run.add_argument("--until-end", action="store_true", help="Kafka input: stop at the end offsets seen at start")
+    run.add_argument("--ingest", action="store_true",
+                     help="read what `hub serve` accepted over HTTP without Kafka (the [spool] beside the "
+                          "embedded store) instead of the synthetic generator; tails it until stopped")
+    run.add_argument("--until-end", action="store_true",
+                     help="Kafka or --ingest input: stop at the end (offsets, spool) seen at start")
     run.add_argument("--recovery-dir", metavar="DIR", help="Bytewax recovery snapshots here (overrides recovery.dir)")
     run.add_argument("--workers", type=int, default=1, metavar="N", help="worker threads in this process (default 1)")
     run.add_argument("-i", "--process-id", type=int, help="this process's index in a cluster (with --addresses)")

@@ -1,7 +1,8 @@
 """Ingest routes of `hub serve`: OTLP/HTTP (`POST /v1/traces`, `/v1/metrics`, `/v1/logs`) as
 OpenTelemetry SDK exporters send them, and `POST /api/v1/events` (hub or base envelopes, one or
-a batch, per-item status). Accepted messages go to the source topics; the answer comes only
-after the broker acknowledged them (connectors/ingest_producer.py).
+a batch, per-item status). Accepted messages go to the source topics, or without Kafka to the
+local spool that `hub run --ingest` reads; the answer comes only once they are durable: the
+broker acknowledged them (connectors/ingest_producer.py) or they are fsynced (connectors/spool.py).
 
 Status codes follow the OTLP/HTTP spec on /v1/*: 200 (with partial_success when some items were
 dropped), 400 for a body that is not an export request, 413 too large, 415 unsupported media
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, Protocol
 
 import orjson
 from fastapi import APIRouter, Request, Response
@@ -20,7 +22,7 @@ from fastapi.responses import JSONResponse
 
 from config.errors import HubError
 from config.settings import HubConfig
-from connectors.ingest_producer import Backpressure, DeliveryFailed, IngestProducer, TooLarge
+from connectors.ingest_errors import Backpressure, DeliveryFailed, Record, TooLarge
 from flows.api_common import ApiProblem, field_error
 from flows.ingest_otlp import SIGNALS, BadOtlp, Signal, check_json, check_proto, response_body, status_body
 from operators.normalize.formats import detect_format
@@ -68,18 +70,27 @@ async def read_body(request: Request, limit: int) -> bytes:
     return out
 
 
-async def deliver(producer: IngestProducer | None, records: list[tuple[str, bytes | None, bytes]],
-                  timeout_s: float) -> None:
+class Destination(Protocol):
+    """Where accepted records go (the Kafka producer or the spool writer): `send` raises
+    Backpressure at once when full; its future fails with DeliveryFailed / TooLarge."""
+
+    def send(self, records: list[Record]) -> Future[None]: ...
+
+    def close(self) -> None: ...
+
+
+async def deliver(producer: Destination | None, records: list[Record], timeout_s: float) -> None:
     if producer is None:
-        raise DeliveryFailed("no Kafka is configured ([kafka] bootstrap_servers): `hub serve` cannot ingest")
+        raise DeliveryFailed("no Kafka is configured ([kafka] bootstrap_servers) and no spool ([spool] dir; "
+                             "default only beside an embedded store): `hub serve` cannot ingest")
     future = producer.send(records)
     try:
         await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
     except asyncio.TimeoutError:
-        raise DeliveryFailed(f"the broker did not acknowledge within {timeout_s:g}s") from None
+        raise DeliveryFailed(f"the records were not made durable within {timeout_s:g}s") from None
 
 
-def build_ingest_router(cfg: HubConfig, producer: IngestProducer | None) -> APIRouter:
+def build_ingest_router(cfg: HubConfig, producer: Destination | None) -> APIRouter:
     router = APIRouter()
     serve = cfg.serve
     otlp_topic = cfg.kafka.topics.telemetry
@@ -177,7 +188,7 @@ def build_ingest_router(cfg: HubConfig, producer: IngestProducer | None) -> APIR
 
 
 def judge(normalizer: Normalizer, items: list[Any], topics: dict[str, str]
-          ) -> tuple[list[dict[str, Any]], list[tuple[str, bytes | None, bytes]]]:
+          ) -> tuple[list[dict[str, Any]], list[Record]]:
     """Per item: accepted (with the topic of its source) or rejected with the normalizer's reason.
     Items are checked as `hub run` will check them, so what is accepted here is not a dead letter
     there (a duplicate event id aside: dedup happens in the flow)."""

@@ -17,6 +17,8 @@ from connectors.clickhouse import connect, is_embedded, serve_live
 from connectors.file_source import FileSource, SyntheticSource
 from connectors.kafka_source import check_broker
 from connectors.migrations import migrate
+from connectors.spool import spool_dir
+from connectors.spool_source import SpoolSource
 from connectors.price_store import stored_price_changes
 from flows.pipeline import build_flow, epoch, kafka_source
 from flows.tables import print_rows
@@ -34,7 +36,26 @@ class RunError(HubError):
     """Bad `hub run` arguments or inputs."""
 
 
+def ingest_spool(args: argparse.Namespace, cfg: HubConfig) -> Path | None:
+    """The spool `hub run --ingest` reads; None without --ingest."""
+    if not getattr(args, "ingest", False):
+        return None
+    if args.input or args.events is not None:
+        raise RunError("--ingest reads what `hub serve` accepted: it takes no --input or --events")
+    if cfg.kafka.bootstrap_servers:
+        raise RunError("with Kafka configured `hub serve` puts what it accepts on the topics, which `hub run` "
+                       "reads without --ingest")
+    where = spool_dir(cfg.spool, cfg.clickhouse)
+    if where is None:
+        raise RunError("--ingest with a ClickHouse server store needs [spool] dir (HUB_SPOOL__DIR), "
+                       "the same as `hub serve`'s")
+    return where
+
+
 def choose_source(args: argparse.Namespace, cfg: HubConfig):
+    spool = ingest_spool(args, cfg)
+    if spool is not None:
+        return SpoolSource(spool, cfg.kafka.batch_size, args.until_end), f"HTTP ingest spool {spool}"
     if args.input:
         if args.input != "-" and not Path(args.input).is_file():
             raise RunError(f"input file {args.input} does not exist or is not a file")
@@ -62,6 +83,7 @@ def choose_source(args: argparse.Namespace, cfg: HubConfig):
 def run(args: argparse.Namespace, cfg: HubConfig) -> int:
     if args.events is not None and args.events <= 0:
         raise RunError("--events must be > 0")
+    ingest_spool(args, cfg)  # a wrong --ingest combination fails before anything starts
     # First: a port in use fails in a moment, before migrations or input are touched.
     endpoint = _endpoint(cfg)
     live = None
@@ -110,7 +132,10 @@ def _run(args: argparse.Namespace, cfg: HubConfig, status: health.Health | None,
     source, label = choose_source(args, cfg)
     if status is not None and label.startswith("Kafka"):
         status.add_check("kafka", health.kafka_check(kafka_client_config(cfg)))
-    recovery_dir = args.recovery_dir or cfg.recovery.dir
+    spool = ingest_spool(args, cfg)
+    # The spool's read position lives in the recovery snapshot, and segments are deleted once one
+    # covers them: without a recovery dir a restart would re-read (or, once deleted, miss) data.
+    recovery_dir = args.recovery_dir or cfg.recovery.dir or (str(spool / "recovery") if spool else "")
     if not recovery_dir and label.startswith("Kafka") and not args.until_end:
         print("hub run: note: no recovery dir (--recovery-dir / HUB_RECOVERY__DIR): offsets and window state are "
               f"not kept across restarts; a restart re-reads from {cfg.kafka.starting_offset}", file=sys.stderr)

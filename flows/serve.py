@@ -3,7 +3,8 @@
 Wiring only: the routes (flows/api_read.py, flows/api_ops.py), the shared problem/key/paging helpers
 (flows/api_common.py) and the store queries (connectors/store_api.py) meet here. On an
 embedded store that a `hub run` serves live, reads go to that run over HTTP; otherwise the
-store is opened in this process (and a `hub run` on it cannot start until this stops).
+store is opened in this process (and a `hub run` on it cannot start until this stops). Ingest
+goes to the Kafka source topics, or without Kafka to the local spool `hub run --ingest` reads.
 """
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ from config.settings import HubConfig, kafka_client_config
 from connectors import live_store, store_api
 from connectors.ingest_producer import IngestProducer
 from connectors.clickhouse import chdb_path, is_embedded
+from connectors.spool import SpoolWriter, spool_dir
 from flows.api_common import PROBLEMS, ApiKeys, ApiProblem, install_problem_handlers, is_loopback, key_digests
 from flows.api_ops import build_ops_router
 from flows.api_read import build_read_router
 from flows.api_stream import build_stream_router
-from flows.ingest import build_ingest_router
+from flows.ingest import Destination, build_ingest_router
 from schemas.api import PROBLEM_MEDIA_TYPE, Problem
 
 API_TITLE = "LLM Analytics Hub API"
@@ -41,15 +43,24 @@ class ServeError(HubError):
     """`hub serve` cannot start as configured; one line."""
 
 
+def ingest_destination(cfg: HubConfig) -> Destination | None:
+    """The source topics when Kafka is configured, else the local spool (beside an embedded store,
+    or [spool] dir), else none (ingest answers 503)."""
+    if cfg.kafka.bootstrap_servers:
+        return IngestProducer(kafka_client_config(cfg), cfg.serve.delivery_timeout_s, cfg.serve.max_in_flight,
+                              cfg.serve.max_body_bytes)
+    where = spool_dir(cfg.spool, cfg.clickhouse)
+    return SpoolWriter(where, cfg.spool.segment_bytes, cfg.spool.max_pending_bytes) if where else None
+
+
 def create_app(cfg: HubConfig, reader: store_api.StoreReader | None = None, keys: list[bytes] | None = None,
-               producer: IngestProducer | None = None) -> FastAPI:
-    """The ASGI app. `keys`: API key digests (None: from [serve] api_keys). `producer`: for ingest
-    (None: one for [kafka] bootstrap_servers when set, else ingest answers 503)."""
+               producer: Destination | None = None) -> FastAPI:
+    """The ASGI app. `keys`: API key digests (None: from [serve] api_keys). `producer`: where ingest
+    puts accepted records (None: `ingest_destination`)."""
     reader = reader or store_api.StoreReader(cfg.clickhouse, cfg.serve.max_concurrent_queries, cfg.serve.query_timeout_s)
     digests = key_digests(cfg.serve.api_keys) if keys is None else keys
-    if producer is None and cfg.kafka.bootstrap_servers:
-        producer = IngestProducer(kafka_client_config(cfg), cfg.serve.delivery_timeout_s, cfg.serve.max_in_flight,
-                                  cfg.serve.max_body_bytes)
+    if producer is None:
+        producer = ingest_destination(cfg)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,8 +132,10 @@ def serve(cfg: HubConfig) -> int:
         where += (f" (live, served by `hub run` pid {live.pid})" if live
                   else " (opened here: a `hub run` on it cannot start while this serves)")
     keys = f"{len(digests)} API key(s)" if digests else "no API keys (loopback only)"
+    spool = spool_dir(cfg.spool, cfg.clickhouse)
     ingest = (f"ingest to Kafka {cfg.kafka.bootstrap_servers}" if cfg.kafka.bootstrap_servers
-              else "no ingest (no [kafka] bootstrap_servers)")
+              else f"ingest spooled to {spool} (`hub run --ingest --clickhouse {cfg.clickhouse.dsn}` reads it)" if spool
+              else "no ingest (no [kafka] bootstrap_servers, no [spool] dir)")
     print(f"hub serve: API on http://{host}:{port} (OpenAPI: /docs); reading {where}; {ingest}; {keys}",
           file=sys.stderr, flush=True)
     app = create_app(cfg, reader, digests)

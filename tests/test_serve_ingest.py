@@ -252,7 +252,9 @@ def test_backpressure_and_an_unreachable_broker_answer_retry_after(tmp_path: Pat
         r = api.post("/v1/traces", content=orjson.dumps(request), headers={"Content-Type": "application/json"})
         assert r.status_code == 503 and r.headers["retry-after"] == "5" and r.json()["code"] == 14
         assert time.monotonic() - started < 15
-    no_kafka = load_config(overrides={"clickhouse.dsn": f"chdb://{tmp_path}/store"})
+    # A server store with no Kafka and no [spool] dir has nowhere durable to put anything (beside an
+    # embedded store the spool is the default: tests/test_serve_spool.py).
+    no_kafka = load_config(overrides={"clickhouse.dsn": f"http://127.0.0.1:{free_port()}"})
     with TestClient(create_app(no_kafka), raise_server_exceptions=False) as api:
         r = api.post("/api/v1/events", json=event)
         assert r.status_code == 503 and "no Kafka is configured" in r.json()["detail"]
