@@ -275,6 +275,23 @@ def equals(column: str, value: str | int | bool | None, kind: str, where: list[s
         params[column] = value
 
 
+def contains(column: str, name: str, value: str | None, where: list[str], params: dict[str, Any]) -> None:
+    """Array `column` holds `value` (bound as `name`), when the filter was given."""
+    if value is not None:
+        where.append(f"has({column}, {{{name}:String}})")
+        params[name] = value
+
+
+def find_one(reader: store_api.StoreReader, sql: str, key: str, what: str
+             ) -> tuple[dict[str, Any], store_api.Stats, str]:
+    """The one row `sql` finds for id `key` (with the query's stats and id), or a 404 problem."""
+    stats, qid = store_api.Stats(), store_api.new_query_id()
+    found = reader.one(sql, {"id": key}, stats, qid)
+    if not found:
+        raise store_api.NotFound(f"no {what} {key!r}")
+    return found[0], stats, qid
+
+
 @dataclass(frozen=True)
 class Paging:
     """A request's paging parameters: page number, size and at most one cursor."""

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from config.alerts import Period
 from config.settings import HubConfig
 from connectors import store_api
-from flows.api_common import (ApiProblem, Name, Paging, equals, field_error, list_answer, metrics_of,
-                              paging_params, read_listing, time_filters, time_param)
+from flows.api_common import (ApiProblem, Name, Paging, contains, equals, field_error, find_one, list_answer,
+                              metrics_of, paging_params, read_listing, time_filters, time_param)
 from schemas.alerts import AlertEvent, AlertKind, AlertStatus
 from schemas.api import Alert, Asset, BudgetStatus, ComplianceReport, QueryStatus, Response
 from schemas.feeds import Granularity, ScopeKind
@@ -138,20 +138,15 @@ def build_ops_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRouter
         for col, value in (("asset_type", asset_type), ("owner", owner), ("category", category),
                            ("provider", provider), ("status", status), ("stage", stage)):
             equals(col, value, "String", where, params)
-        if tag is not None:
-            where.append("has(tags, {tag:String})")
-            params["tag"] = tag
+        contains("tags", "tag", tag, where, params)
         time_filters("updated_at", since, until, where, params)
         return list_answer(Asset, read_listing(reader, request, store_api.ASSETS, where, params, paging))
 
     @router.get("/assets/{asset_id}", response_model=Response[Asset], tags=["assets"],
                 summary="One registry asset's latest profile")
     def asset(asset_id: Annotated[str, Path(max_length=200)]) -> Any:
-        stats, qid = store_api.Stats(), store_api.new_query_id()
-        found = reader.one(store_api.ASSET_SQL, {"id": asset_id}, stats, qid)
-        if not found:
-            raise store_api.NotFound(f"no asset {asset_id!r}")
-        return Response[Asset](status=QueryStatus.success, query_id=qid, data=Asset(**found[0]),
+        row, stats, qid = find_one(reader, store_api.ASSET_SQL, asset_id, "asset")
+        return Response[Asset](status=QueryStatus.success, query_id=qid, data=Asset(**row),
                                metrics=metrics_of(stats, 1))
 
     return router

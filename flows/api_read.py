@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from config.settings import HubConfig
 from connectors import store_api
-from flows.api_common import (NAME_PATTERN, Name, Paging, Since, Until, equals, list_answer, metrics_of,
-                              paging_params, read_listing, time_filters)
+from flows.api_common import (NAME_PATTERN, Name, Paging, Since, Until, contains, equals, find_one, list_answer,
+                              metrics_of, paging_params, read_listing, time_filters)
 from schemas.api import (Anomaly, Event, Incident, IncidentEdge, IncidentGraph, IncidentMember, MetricPoint,
                          QueryStatus, Response)
 from schemas.rollups import BY_NAME, WINDOWS
@@ -105,20 +105,14 @@ def build_read_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRoute
         params: dict[str, Any] = {}
         for col, value in (("status", status), ("severity", severity), ("pattern", pattern)):
             equals(col, value, "String", where, params)
-        if asset is not None:
-            where.append("has(assets, {asset:String})")
-            params["asset"] = asset
+        contains("assets", "asset", asset, where, params)
         time_filters("opened_at", since, until, where, params)
         return list_answer(Incident, read_listing(reader, request, store_api.INCIDENTS, where, params, paging))
 
     @router.get("/incidents/{incident_id}", response_model=Response[IncidentGraph], tags=["incidents"],
                 summary="One incident with its event graph (members with roles, edges)")
     def incident(incident_id: Annotated[str, Path(max_length=200)]) -> Any:
-        stats, qid = store_api.Stats(), store_api.new_query_id()
-        found = reader.one(store_api.INCIDENT_SQL, {"id": incident_id}, stats, qid)
-        if not found:
-            raise store_api.NotFound(f"no incident {incident_id!r}")
-        row = found[0]
+        row, stats, qid = find_one(reader, store_api.INCIDENT_SQL, incident_id, "incident")
         edges = reader.one(store_api.EDGES_SQL, {"id": incident_id, "version": row["version"]}, stats, qid)
         members = [IncidentMember(id=i, role=r, source=s, kind=k, time=t) for i, r, s, k, t in
                    zip(row.pop("member_ids"), row.pop("member_roles"), row.pop("member_sources"),

@@ -90,3 +90,12 @@ def clickhouse_server(tmp_path: Path) -> Iterator[ClickHouseServers]:
 def chdb_dsn(tmp_path: Path) -> str:
     """A fresh embedded-store DSN (`chdb:///abs/path/store`) for clickhouse_connect.get_client(dsn=...)."""
     return f"chdb://{tmp_path / 'store'}"
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left_behind() -> Iterator[None]:
+    """A test that fails half-way must not leave `hub run` workers loading the machine."""
+    from tests.helpers import HubProcess
+
+    yield
+    HubProcess.stop_all()

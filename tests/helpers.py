@@ -65,7 +65,10 @@ def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int = 1
 
 
 class HubProcess:
-    """`hub run` in its own process (as deployed), killable and restartable."""
+    """`hub run` in its own process (as deployed), killable and restartable. Any still running
+    when its test ends is stopped (tests/conftest.py), so a failed test leaves no worker behind."""
+
+    running: set["HubProcess"] = set()
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.args, self.env, self.log = args, env, log
@@ -75,7 +78,14 @@ class HubProcess:
         out = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *self.args], cwd=ROOT,
                                      env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT)
+        HubProcess.running.add(self)
         return self
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for p in list(cls.running):
+            p.stop()
+        cls.running.clear()
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -117,6 +117,7 @@ def test_repeated_sigkill_leaves_every_table_and_tier_as_a_clean_run(kafka_boots
             wait_for(lambda: stored() > (floor if target is None else target), 180 * CRASH_SCALE,
                      "the worker to be mid-stream", 0.05)
         except AssertionError as e:
+            worker.stop()  # not left running to slow the tests after this one
             raise AssertionError(f"{e}; log:\n{log.read_text()[-3000:]}") from None
         worker.kill()
         kills.append(stored(final=True))
