@@ -181,12 +181,12 @@ def profile_operators(path: str, trace: bool) -> dict[str, Any]:
             batch.append(RawMessage(line.rstrip(b"\n"), "bench", 0, n))
             if len(batch) == cfg.kafka.batch_size:
                 out = process(shard, RawBatch("bench-0", batch), steps, now_ms=now_ms)
-                det.step("bench-0", out.windows, out.signals, False)
+                det.step("bench-0", out.windows, out.signals, False, out.closed_ms, out.watermark_ms)
                 batch = []
                 for k, count in counts.items():
                     peak[k] = max(peak[k], count())
         out = process(shard, RawBatch("bench-0", batch), steps, now_ms=now_ms)
-        det.step("bench-0", out.windows, out.signals, False)
+        det.step("bench-0", out.windows, out.signals, False, out.closed_ms, out.watermark_ms)
     cpu = time.process_time() - started
     rss_before_final = _vm("VmHWM")
     traced_peak = 0

@@ -85,3 +85,16 @@ def test_incidents_do_not_depend_on_how_shards_interleave():
     behind = _incidents(p1[:1] + p0[:1] + p1[1:] + p0[1:])
     assert ahead and len(ahead) >= 2  # two separate bursts: two incidents at least
     assert ahead == interleaved == behind
+
+
+def test_the_last_minute_is_scored_once_every_shard_has_closed_past_it():
+    """Input stops: no later window will come to release the last one, but once every shard has
+    closed past it (its watermark moved on: an event of another kind, or the idle close), it is
+    whole; a tailing worker then scores it as a bounded run does at the end of its input."""
+    state = DetectionState(DetectionSettings())
+    state.step("p1", [], [], False, closed_ms=5 * 60_000 + 30_000, watermark_ms=6 * 60_000 + 30_000)
+    state.step("p0", [window(5, 3, "p0")], [], False, closed_ms=20 * 60_000, watermark_ms=21 * 60_000)
+    assert (KEY, 5 * 60_000) in state.pending  # p1 may still send its part of minute 5...
+    state.step("p1", [window(5, 4, "p1")], [], False, closed_ms=20 * 60_000, watermark_ms=21 * 60_000)
+    assert not state.pending  # ...and did: merged and scored, with no later window to release it
+    assert len(state.bank) == 1

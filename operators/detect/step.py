@@ -68,10 +68,11 @@ class DetectionState:
                 self._hold(key, w)
 
     def step(self, shard: str, windows: list[WindowMetric], signals: list[Signal], final: bool,
-             closed_ms: int = ALL_CLOSED, watermark_ms: int = 0) -> DetectionOutput:
+             closed_ms: int | None = None, watermark_ms: int = 0) -> DetectionOutput:
         """Take one shard's closed windows and noteworthy events (`final`: the shard's last output;
-        `closed_ms`, `watermark_ms`: its progress, as in ShardOutput, by default its windows' end);
-        returns the anomalies and incidents found, and which of them go to the alerts topic.
+        `closed_ms`, `watermark_ms`: its progress, as in ShardOutput; without them signals wait
+        for the end of input); returns the anomalies and incidents found, and which of them go to
+        the alerts topic.
 
         >>> from schemas.metrics import SeriesKey, WindowMetric
         >>> def window(minute, mean, n=50):
@@ -113,14 +114,19 @@ class DetectionState:
             elif start < latest:
                 ready.append(key)
             self.shard_progress[shard] = max(self.shard_progress.get(shard, 0), start + w.window_ms)
+        if closed_ms is not None:
+            self.horizon.update(shard, closed_ms, watermark_ms, final_shard)
+        whole = ALL_CLOSED if final else self.horizon.complete_ms
         progress = self._running_progress()
         if final:
             ready += pending
             self.held_by_end.clear()
         elif progress:
-            # Every shard still running has closed a later window, or the fastest is far past it.
+            # Every shard still running has closed a later window, or every shard has closed past
+            # it (when input stops, the last minute is whole once the watermarks move on), or the
+            # fastest is far past it.
             wait_ms = self.settings.anomaly.partial_wait_s * 1000
-            cutoff = max(min(progress), max(self.shard_progress.values()) - wait_ms)
+            cutoff = max(min(progress), whole + 1, max(self.shard_progress.values()) - wait_ms)
             for end in sorted(e for e in self.held_by_end if e < cutoff):
                 ready += self.held_by_end.pop(end)
         for key in sorted(dict.fromkeys(ready), key=lambda k: k[1]):
@@ -145,8 +151,6 @@ class DetectionState:
             if horizon >= self.evicted_at_ms + EVICT_EVERY_MS:
                 self.evicted_at_ms = horizon
                 self.bank.evict_idle(horizon)
-        self.horizon.update(shard, closed_ms, watermark_ms or self.shard_progress.get(shard, 0), final_shard)
-        whole = self.horizon.complete_ms
         held = self.signals_held
         for sig in (*map(signal_from_anomaly, out.anomalies), *signals):
             heapq.heappush(held, (sig.time_ms, sig.id, sig))
