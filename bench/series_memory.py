@@ -167,7 +167,7 @@ def profile_operators(path: str, trace: bool) -> dict[str, Any]:
     steps = shard_steps(cfg)
     shard = ShardState(cfg.normalization.dedup_window_s * 1000, cfg.normalization.dedup_max_entries,
                        cfg.windows.allowed_lateness_s * 1000)
-    det = DetectionState(cfg.detection)
+    det = DetectionState(cfg.detection, cfg.windows.allowed_lateness_s * 1000)
     counts = {"dedup ids": lambda: len(shard.dedup), "window series ids": lambda: len(shard.windows.series),
               "open values": lambda: sum(len(c[1]) for c in shard.windows.chunks),
               "held windows": lambda: len(det.pending), "latest starts": lambda: len(det.latest_start),

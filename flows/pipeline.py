@@ -109,7 +109,7 @@ def build_flow(cfg: HubConfig, source: FixedPartitionedSource, store: Sink | Non
 
     def detect(held: Snapshotted | DetectionState | None, item: Detecting) -> tuple[Snapshotted, Detected]:
         out, feed, gov = item
-        held = _held(held) or Snapshotted(DetectionState(cfg.detection))
+        held = _held(held) or Snapshotted(DetectionState(cfg.detection, lateness_ms))
         found = held.state.step(out.shard, out.windows, out.signals, out.final, out.closed_ms, out.watermark_ms)
         _count_detection(found)
         return held, (out, found, feed, gov)

@@ -5,6 +5,7 @@ from config.detection import DetectionSettings
 from operators.correlate import is_signal, signals_from_columns
 from operators.detect import DetectionState
 from schemas.incidents import Signal
+from schemas.items import ALL_CLOSED
 from schemas.metrics import SeriesKey, WindowMetric
 
 KEY = SeriesKey("latency_ms", "gpt-4o", "/v1/chat", "search")
@@ -88,13 +89,16 @@ def test_incidents_do_not_depend_on_how_shards_interleave():
 
 
 def test_the_last_minute_is_scored_once_every_shard_has_closed_past_it():
-    """Input stops: no later window will come to release the last one, but once every shard has
-    closed past it (its watermark moved on: an event of another kind, or the idle close), it is
-    whole; a tailing worker then scores it as a bounded run does at the end of its input."""
-    state = DetectionState(DetectionSettings())
+    """Input stops: no later window will come to release the last one, but once no shard can send
+    a part of it (its windows closed past it, or, with none open, its watermark is past it by the
+    lateness), it is whole: a tailing worker scores it as a bounded run does at its end."""
+    state = DetectionState(DetectionSettings(), lateness_ms=60_000)
+    # p2 has no window open, but its watermark (6:30) leaves minute 5 open to its next events.
+    state.step("p2", [], [], False, closed_ms=ALL_CLOSED, watermark_ms=6 * 60_000 + 30_000)
     state.step("p1", [], [], False, closed_ms=5 * 60_000 + 30_000, watermark_ms=6 * 60_000 + 30_000)
     state.step("p0", [window(5, 3, "p0")], [], False, closed_ms=20 * 60_000, watermark_ms=21 * 60_000)
-    assert (KEY, 5 * 60_000) in state.pending  # p1 may still send its part of minute 5...
     state.step("p1", [window(5, 4, "p1")], [], False, closed_ms=20 * 60_000, watermark_ms=21 * 60_000)
-    assert not state.pending  # ...and did: merged and scored, with no later window to release it
+    assert (KEY, 5 * 60_000) in state.pending  # p2 may still send its part of minute 5...
+    state.step("p2", [], [], False, closed_ms=ALL_CLOSED, watermark_ms=21 * 60_000)
+    assert not state.pending  # ...not any more: scored, with no later window to release it
     assert len(state.bank) == 1

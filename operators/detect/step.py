@@ -33,8 +33,13 @@ NEVER = -(2**62)
 class DetectionState:
     """Picklable: lives in Bytewax snapshots like the window state."""
 
-    def __init__(self, settings: DetectionSettings) -> None:
+    def __init__(self, settings: DetectionSettings, lateness_ms: int = 0) -> None:
         self.settings = settings
+        # The windows' allowed lateness: a shard with no open window can still open one ending
+        # after its watermark minus this.
+        self.lateness_ms = lateness_ms
+        # Per shard, the end of event time before which it can send no more window parts.
+        self.shard_bound: dict[str, int] = {}
         self.bank = AnomalyDetectorBank(settings)
         self.correlator = Correlator(settings)
         self.pending: dict[tuple[SeriesKey, int], WindowMetric] = {}
@@ -61,6 +66,8 @@ class DetectionState:
             state["evicted_at_ms"] = NEVER
             state["latest_start"] = {s: t for s, t in state["latest_start"].items() if (s, t) in state["pending"]}
         state.setdefault("signals_held", [])
+        state.setdefault("lateness_ms", 0)
+        state.setdefault("shard_bound", {})
         state.setdefault("horizon", Horizon())
         self.__dict__.update(state)
         if not self.held_by_end:
@@ -116,17 +123,24 @@ class DetectionState:
             self.shard_progress[shard] = max(self.shard_progress.get(shard, 0), start + w.window_ms)
         if closed_ms is not None:
             self.horizon.update(shard, closed_ms, watermark_ms, final_shard)
+            # Strict, unlike the horizon (which lets a shard with no open window hold nothing, as
+            # alerting may re-judge a minute): such a shard can still open a window ending after
+            # its watermark minus the lateness, so a replay that reads shards in another order
+            # releases the same windows whole.
+            self.shard_bound[shard] = (ALL_CLOSED if final_shard else closed_ms if closed_ms != ALL_CLOSED
+                                       else watermark_ms - self.lateness_ms)
         whole = ALL_CLOSED if final else self.horizon.complete_ms
         progress = self._running_progress()
         if final:
             ready += pending
             self.held_by_end.clear()
         elif progress:
-            # Every shard still running has closed a later window, or every shard has closed past
-            # it (when input stops, the last minute is whole once the watermarks move on), or the
-            # fastest is far past it.
+            # Every shard still running has closed a later window, or no shard can send a part of
+            # it any more (when input stops, the last minute is whole once every watermark has
+            # moved on), or the fastest is far past it.
             wait_ms = self.settings.anomaly.partial_wait_s * 1000
-            cutoff = max(min(progress), whole + 1, max(self.shard_progress.values()) - wait_ms)
+            bound = min(self.shard_bound.values()) if self.shard_bound.keys() >= self.shards_seen else 0
+            cutoff = max(min(progress), bound + 1, max(self.shard_progress.values()) - wait_ms)
             for end in sorted(e for e in self.held_by_end if e < cutoff):
                 ready += self.held_by_end.pop(end)
         for key in sorted(dict.fromkeys(ready), key=lambda k: k[1]):
