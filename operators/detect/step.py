@@ -3,8 +3,10 @@
 All shards feed one detection state (anomaly bank + correlator). Several shards can each close
 a partial window for the same series (a topic not partitioned by model): partials are held
 until a later window of that series shows up, every shard still running has closed a later
-window (no part can follow), the fastest shard is `partial_wait_s` past it, or the input ends;
-then merged and scored, so detectors see one window per series per minute in order. Silent
+window, no shard can still send a part of it (its windows or its watermark are past it: the last
+minute when input stops), the fastest shard is `partial_wait_s` past it, or the input ends;
+then merged and scored, so detectors see one window per series per minute in order. Signals
+reach the correlator in event-time order once every shard has closed past them. Silent
 series are filled with zeros up to the slowest shard's progress (`tick`), never ahead of a shard
 that is still catching up.
 
