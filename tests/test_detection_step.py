@@ -102,3 +102,10 @@ def test_the_last_minute_is_scored_once_every_shard_has_closed_past_it():
     state.step("p2", [], [], False, closed_ms=ALL_CLOSED, watermark_ms=21 * 60_000)
     assert not state.pending  # ...not any more: scored, with no later window to release it
     assert len(state.bank) == 1
+
+
+def test_a_shard_that_never_saw_an_event_holds_nothing_back():
+    state = DetectionState(DetectionSettings(), lateness_ms=60_000)
+    state.step("empty", [], [], False, closed_ms=ALL_CLOSED, watermark_ms=0)  # an empty topic's partition
+    state.step("p0", [window(5, 3, "p0")], [], False, closed_ms=20 * 60_000, watermark_ms=21 * 60_000)
+    assert not state.pending

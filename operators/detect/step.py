@@ -129,8 +129,10 @@ class DetectionState:
             # alerting may re-judge a minute): such a shard can still open a window ending after
             # its watermark minus the lateness, so a replay that reads shards in another order
             # releases the same windows whole.
-            self.shard_bound[shard] = (ALL_CLOSED if final_shard else closed_ms if closed_ms != ALL_CLOSED
-                                       else watermark_ms - self.lateness_ms)
+            # A shard that has seen no event at all (an empty topic) cannot be waited for.
+            if watermark_ms > 0 or closed_ms != ALL_CLOSED:
+                self.shard_bound[shard] = (ALL_CLOSED if final_shard else closed_ms if closed_ms != ALL_CLOSED
+                                           else watermark_ms - self.lateness_ms)
         whole = ALL_CLOSED if final else self.horizon.complete_ms
         progress = self._running_progress()
         if final:
@@ -141,7 +143,7 @@ class DetectionState:
             # it any more (when input stops, the last minute is whole once every watermark has
             # moved on), or the fastest is far past it.
             wait_ms = self.settings.anomaly.partial_wait_s * 1000
-            bound = min(self.shard_bound.values()) if self.shard_bound.keys() >= self.shards_seen else 0
+            bound = min(self.shard_bound.values(), default=0)
             cutoff = max(min(progress), bound + 1, max(self.shard_progress.values()) - wait_ms)
             for end in sorted(e for e in self.held_by_end if e < cutoff):
                 ready += self.held_by_end.pop(end)
