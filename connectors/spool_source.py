@@ -17,7 +17,8 @@ from typing import BinaryIO
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors import shutdown
-from connectors.spool import read_record, segments, valid_end, write_consumed
+from connectors import worker_metrics as metrics
+from connectors.spool import pending_bytes, read_record, segments, valid_end, write_consumed
 from schemas.items import RawBatch
 from schemas.raw import RawMessage
 
@@ -147,4 +148,14 @@ class SpoolSource(FixedPartitionedSource[RawBatch, int | None]):
         return [SHARD]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _SpoolPartition:
-        return _SpoolPartition(self.dir, resume_state, self.batch_size, self.stop_at_end)
+        directory = self.dir
+        metrics.SPOOL_PENDING_BYTES.set_function(lambda: _pending_or_zero(directory))
+        return _SpoolPartition(directory, resume_state, self.batch_size, self.stop_at_end)
+
+
+def _pending_or_zero(directory: Path) -> int:
+    """A scrape must not fail on a spool directory someone removed."""
+    try:
+        return pending_bytes(directory)
+    except OSError:
+        return 0

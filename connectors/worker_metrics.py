@@ -61,6 +61,9 @@ CLICKHOUSE_QUEUE_DEPTH = Gauge("hub_clickhouse_writer_queue_depth", "Flow batche
 CLICKHOUSE_BACKLOG_ROWS = Gauge("hub_clickhouse_writer_backlog_rows",
                                 "Rows handed to the ClickHouse writer, not yet inserted (the flow waits at the bound)",
                                 ["writer"])
+SPOOL_PENDING_BYTES = Gauge("hub_spool_pending_bytes",
+                            "Bytes `hub serve` accepted into the ingest spool that no snapshot of `hub run --ingest` "
+                            "covers yet (ingest answers 429 past [spool] max_pending_bytes)")
 CLICKHOUSE_AVAILABLE = Gauge("hub_clickhouse_available", "0 while the writer cannot reach ClickHouse, else 1")
 CLICKHOUSE_AVAILABLE.set(1)
 # Kafka clients (connectors/kafka_health.py): errors librdkafka reports per client (it retries

@@ -15,6 +15,7 @@ from typing import Any
 import clickhouse_connect
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from config.settings import load_config
 from connectors.live_store import find
@@ -141,11 +142,13 @@ def test_an_overfull_spool_answers_429_until_it_is_consumed(tmp_path: Path) -> N
         assert pending_bytes(spool) == full, "refused requests write nothing"
         # `hub run --ingest`'s source reads it; once a later snapshot covers it, the room is back.
         part = SpoolSource(spool, 1000, stop_at_end=True).build_part("input", "spool", None)
+        assert REGISTRY.get_sample_value("hub_spool_pending_bytes") == full  # what the operator watches
         read = [m for b in part.next_batch() for m in b.messages]
         assert [m.topic for m in read] == [cfg.kafka.topics.telemetry] * 5
         part.snapshot()
         part.snapshot()
         assert pending_bytes(spool) == 0
+        assert REGISTRY.get_sample_value("hub_spool_pending_bytes") == 0
         assert api.post("/v1/traces", json=span).status_code == 200
 
 
