@@ -275,6 +275,16 @@ def equals(column: str, value: str | int | bool | None, kind: str, where: list[s
         params[column] = value
 
 
+def string_filters(**columns: str | None) -> tuple[list[str], dict[str, Any]]:
+    """A listing's WHERE terms and parameters, starting with `column = value` for each string
+    filter given (keyword = column name)."""
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    for column, value in columns.items():
+        equals(column, value, "String", where, params)
+    return where, params
+
+
 def contains(column: str, name: str, value: str | None, where: list[str], params: dict[str, Any]) -> None:
     """Array `column` holds `value` (bound as `name`), when the filter was given."""
     if value is not None:

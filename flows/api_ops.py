@@ -14,7 +14,8 @@ from config.alerts import Period
 from config.settings import HubConfig
 from connectors import store_api
 from flows.api_common import (ApiProblem, Name, Paging, contains, equals, field_error, find_one, list_answer,
-                              metrics_of, paging_params, read_listing, time_filters, time_param)
+                              metrics_of, paging_params, read_listing, string_filters, time_filters,
+                              time_param)
 from schemas.alerts import AlertEvent, AlertKind, AlertStatus
 from schemas.api import Alert, Asset, BudgetStatus, ComplianceReport, QueryStatus, Response
 from schemas.feeds import Granularity, ScopeKind
@@ -49,10 +50,7 @@ def _label_filters(labels: list[str] | None, where: list[str], params: dict[str,
 
 def _alert_filters(state: str | None, rule: str | None, kind: str | None, severity: str | None,
                    labels: list[str] | None) -> tuple[list[str], dict[str, Any]]:
-    where: list[str] = []
-    params: dict[str, Any] = {}
-    for col, value in (("status", state), ("rule", rule), ("kind", kind), ("severity", severity)):
-        equals(col, value, "String", where, params)
+    where, params = string_filters(status=state, rule=rule, kind=kind, severity=severity)
     _label_filters(labels, where, params)
     return where, params
 
@@ -92,10 +90,7 @@ def build_ops_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRouter
                 latest: Annotated[bool, Query(description="only the newest period of each budget")] = False,
                 since: PeriodFrom = None,
                 until: PeriodTo = None) -> Any:
-        where: list[str] = []
-        params: dict[str, Any] = {}
-        for col, value in (("budget", budget), ("period", period), ("scope", scope)):
-            equals(col, value, "String", where, params)
+        where, params = string_filters(budget=budget, period=period, scope=scope)
         time_filters("period_start", since, until, where, params)
         lst = store_api.BUDGETS_LATEST if latest else store_api.BUDGETS
         return list_answer(BudgetStatus, read_listing(reader, request, lst, where, params, paging))
@@ -109,8 +104,6 @@ def build_ops_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRouter
                    since: WindowFrom = None,
                    until: WindowTo = None
                    ) -> Any:
-        where: list[str] = []
-        params: dict[str, Any] = {}
         given = [(name, value) for name, value in (("asset", asset), ("team", team)) if value is not None]
         clash = [name for name, _ in given if scope_kind is not None and scope_kind != name]
         if len(given) > 1 or clash:
@@ -118,11 +111,10 @@ def build_ops_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRouter
             raise ApiProblem("validation-error", "asset, team and scope_kind name different scopes",
                              [field_error(f"query.{n}", "give one scope: asset, team, or scope_kind", "conflict")
                               for n in fields])
+        scope = None
         if given:
             scope_kind, scope = given[0]
-            equals("scope", scope, "String", where, params)
-        equals("granularity", granularity, "String", where, params)
-        equals("scope_kind", scope_kind, "String", where, params)
+        where, params = string_filters(scope=scope, granularity=granularity, scope_kind=scope_kind)
         time_filters("window_start", since, until, where, params)
         return list_answer(ComplianceReport, read_listing(reader, request, store_api.COMPLIANCE, where, params, paging))
 
@@ -133,11 +125,8 @@ def build_ops_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRouter
                tag: Annotated[str | None, Query(max_length=200, description="assets carrying this tag")] = None,
                since: AssetFrom = None,
                until: AssetTo = None) -> Any:
-        where: list[str] = []
-        params: dict[str, Any] = {}
-        for col, value in (("asset_type", asset_type), ("owner", owner), ("category", category),
-                           ("provider", provider), ("status", status), ("stage", stage)):
-            equals(col, value, "String", where, params)
+        where, params = string_filters(asset_type=asset_type, owner=owner, category=category, provider=provider,
+                                       status=status, stage=stage)
         contains("tags", "tag", tag, where, params)
         time_filters("updated_at", since, until, where, params)
         return list_answer(Asset, read_listing(reader, request, store_api.ASSETS, where, params, paging))

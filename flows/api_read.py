@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from config.settings import HubConfig
 from connectors import store_api
 from flows.api_common import (NAME_PATTERN, Name, Paging, Since, Until, contains, equals, find_one, list_answer,
-                              metrics_of, paging_params, read_listing, time_filters)
+                              metrics_of, paging_params, read_listing, string_filters, time_filters)
 from schemas.api import (Anomaly, Event, Incident, IncidentEdge, IncidentGraph, IncidentMember, MetricPoint,
                          QueryStatus, Response)
 from schemas.rollups import BY_NAME, WINDOWS
@@ -39,9 +39,7 @@ def build_read_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRoute
                                                              "Default: model, endpoint, team")] = None,
                 since: Since = None, until: Until = None) -> Any:
         dims = list(dict.fromkeys(group_by)) if group_by else ["model", "endpoint", "team"]
-        where, params = ["metric = {metric:String}"], {"metric": name}
-        for col, value in (("model", model), ("endpoint", endpoint), ("team", team)):
-            equals(col, value, "String", where, params)
+        where, params = string_filters(metric=name, model=model, endpoint=endpoint, team=team)
         time_filters("window_start", since, until, where, params)
         lst = store_api.metrics_listing(window, dims)
         listed = read_listing(reader, request, lst, where, params, paging)
@@ -64,12 +62,8 @@ def build_read_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRoute
                q: Annotated[str | None, Query(min_length=2, max_length=200,
                                               description="text the event's payload contains (case-insensitive)")] = None,
                since: Since = None, until: Until = None) -> Any:
-        where: list[str] = []
-        params: dict[str, Any] = {}
-        for col, value in (("source", source), ("event_type", event_type), ("model", model), ("endpoint", endpoint),
-                           ("team", team), ("severity", severity), ("correlation_id", correlation_id),
-                           ("asset_id", asset_id)):
-            equals(col, value, "String", where, params)
+        where, params = string_filters(source=source, event_type=event_type, model=model, endpoint=endpoint, team=team,
+                                       severity=severity, correlation_id=correlation_id, asset_id=asset_id)
         if is_error is not None:
             equals("is_error", int(is_error), "UInt8", where, params)
         if q is not None:
@@ -85,11 +79,8 @@ def build_read_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRoute
                   anomaly_type: Name = None, severity: Name = None,
                   min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
                   since: Since = None, until: Until = None) -> Any:
-        where: list[str] = []
-        params: dict[str, Any] = {}
-        for col, value in (("metric", metric), ("model", model), ("endpoint", endpoint), ("team", team),
-                           ("anomaly_type", anomaly_type), ("severity", severity)):
-            equals(col, value, "String", where, params)
+        where, params = string_filters(metric=metric, model=model, endpoint=endpoint, team=team,
+                                       anomaly_type=anomaly_type, severity=severity)
         if min_score is not None:
             where.append("score >= {min_score:Float32}")
             params["min_score"] = min_score
@@ -101,10 +92,7 @@ def build_read_router(cfg: HubConfig, reader: store_api.StoreReader) -> APIRoute
     def incidents(request: Request, paging: Pages, status: Name = None, severity: Name = None, pattern: Name = None,
                   asset: Annotated[str | None, Query(max_length=200, description="incidents involving this asset")] = None,
                   since: Since = None, until: Until = None) -> Any:
-        where: list[str] = []
-        params: dict[str, Any] = {}
-        for col, value in (("status", status), ("severity", severity), ("pattern", pattern)):
-            equals(col, value, "String", where, params)
+        where, params = string_filters(status=status, severity=severity, pattern=pattern)
         contains("assets", "asset", asset, where, params)
         time_filters("opened_at", since, until, where, params)
         return list_answer(Incident, read_listing(reader, request, store_api.INCIDENTS, where, params, paging))
